@@ -1,0 +1,298 @@
+//! Reads (queries, author head and log) and the operator's visibility changes.
+//! Every read shows only visible payloads: not hidden, and not by a blocked author.
+
+use meshrelay_protocol::filter::ChannelPattern;
+use meshrelay_protocol::Filter;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::{with_pool, Result, Store};
+
+/// What a read returns: the payload's JSON text and its ordering keys.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredRow {
+    pub id: String,
+    pub seq: i64,
+    pub created_at: i64,
+    pub json: String,
+}
+
+/// Position after the last row of a page, in the order `created_at` desc, `id` asc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn after(row: &StoredRow) -> Self {
+        Self {
+            created_at: row.created_at,
+            id: row.id.clone(),
+        }
+    }
+
+    /// The opaque text handed to clients.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (t, id) = s.split_once('.')?;
+        let created_at: i64 = t.parse().ok().filter(|t| *t >= 0)?;
+        meshrelay_protocol::hexfmt::is_hex32(id).then(|| Self {
+            created_at,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// One page of an author's log.
+#[derive(Debug, Clone)]
+pub struct LogPage {
+    pub rows: Vec<StoredRow>,
+}
+
+const VISIBLE: &str = "NOT p.hidden AND NOT EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author)";
+const COLUMNS: &str = "SELECT p.id, p.seq, p.created_at, p.json FROM payloads p WHERE ";
+
+/// Append the SQL of one filter (all AND-ed). Returns false when the filter can
+/// match nothing (an empty list), so callers skip the database.
+pub(crate) fn push_filter<'a, DB>(qb: &mut QueryBuilder<'a, DB>, f: &Filter) -> bool
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Vec<u8>: Encode<'a, DB> + Type<DB>,
+{
+    fn push_in<'a, DB>(qb: &mut QueryBuilder<'a, DB>, column: &str, values: &[String])
+    where
+        DB: Database,
+        String: Encode<'a, DB> + Type<DB>,
+    {
+        qb.push(" AND ").push(column).push(" IN (");
+        let mut sep = qb.separated(", ");
+        for v in values {
+            sep.push_bind(v.clone());
+        }
+        qb.push(")");
+    }
+    for (column, list) in [
+        ("p.id", &f.ids),
+        ("p.author", &f.authors),
+        ("p.kind", &f.kinds),
+    ] {
+        if let Some(list) = list {
+            if list.is_empty() {
+                return false;
+            }
+            push_in(qb, column, list);
+        }
+    }
+    if let Some(channels) = &f.channels {
+        if channels.is_empty() {
+            return false;
+        }
+        qb.push(" AND (");
+        for (i, c) in channels.iter().enumerate() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            match ChannelPattern::parse(c) {
+                Some(ChannelPattern::Exact(c)) => {
+                    qb.push("p.channel = ").push_bind(c.to_string());
+                }
+                Some(ChannelPattern::Below(prefix)) => {
+                    // `prefix/` <= channel < `prefix0`: '0' follows '/' in ASCII, so
+                    // this is exactly "starts with prefix/", and it uses the index.
+                    let upper = format!("{}0", &prefix[..prefix.len() - 1]);
+                    qb.push("(p.channel >= ")
+                        .push_bind(prefix.to_string())
+                        .push(" AND p.channel < ")
+                        .push_bind(upper)
+                        .push(")");
+                }
+                None => {
+                    qb.push("FALSE");
+                }
+            }
+        }
+        qb.push(")");
+    }
+    if let Some(tags) = &f.tags {
+        for (name, values) in tags {
+            if values.is_empty() {
+                return false;
+            }
+            qb.push(" AND EXISTS (SELECT 1 FROM payload_tags t WHERE t.payload_id = p.id AND t.name = ")
+                .push_bind(name.clone())
+                .push(" AND t.value IN (");
+            let mut sep = qb.separated(", ");
+            for v in values {
+                sep.push_bind(v.as_bytes().to_vec());
+            }
+            qb.push("))");
+        }
+    }
+    if let Some(since) = f.since {
+        qb.push(" AND p.created_at >= ").push_bind(since as i64);
+    }
+    if let Some(until) = f.until {
+        qb.push(" AND p.created_at <= ").push_bind(until.min(i64::MAX as u64) as i64);
+    }
+    true
+}
+
+impl Store {
+    /// A visible payload's JSON by id.
+    pub async fn get_payload(&self, id: &str) -> Result<Option<String>> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT p.json FROM payloads p WHERE ");
+            qb.push(VISIBLE).push(" AND p.id = ").push_bind(id.to_string());
+            Ok(qb.build_query_scalar::<String>().fetch_optional(p).await?)
+        })
+    }
+
+    /// Stored matches of one filter, newest first (ties by id), after `cursor`.
+    pub async fn query(
+        &self,
+        filter: &Filter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredRow>> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new(COLUMNS);
+            qb.push(VISIBLE);
+            if !push_filter(&mut qb, filter) {
+                return Ok(Vec::new());
+            }
+            if let Some(c) = cursor {
+                qb.push(" AND (p.created_at < ")
+                    .push_bind(c.created_at)
+                    .push(" OR (p.created_at = ")
+                    .push_bind(c.created_at)
+                    .push(" AND p.id > ")
+                    .push_bind(c.id.clone())
+                    .push("))");
+            }
+            qb.push(" ORDER BY p.created_at DESC, p.id ASC LIMIT ")
+                .push_bind(i64::from(limit));
+            Ok(qb.build_query_as::<StoredRow>().fetch_all(p).await?)
+        })
+    }
+
+    /// The author's highest visible seq, ties broken by the lowest id.
+    pub async fn head(&self, author: &str) -> Result<Option<StoredRow>> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new(COLUMNS);
+            qb.push(VISIBLE)
+                .push(" AND p.author = ")
+                .push_bind(author.to_string())
+                .push(" ORDER BY p.seq DESC, p.id ASC LIMIT 1");
+            Ok(qb.build_query_as::<StoredRow>().fetch_optional(p).await?)
+        })
+    }
+
+    /// The author's visible payloads with seq > `after_seq`, seq then id ascending,
+    /// about `limit` of them; never ends inside a seq, so forks stay together.
+    pub async fn author_log(&self, author: &str, after_seq: i64, limit: u32) -> Result<LogPage> {
+        let limit = limit.max(1);
+        let mut rows = self.log_rows(author, after_seq, None, Some(limit)).await?;
+        if rows.len() == limit as usize {
+            let last = rows.last().cloned().expect("limit is at least 1");
+            let rest = self
+                .log_rows(author, last.seq - 1, Some((last.seq, last.id)), None)
+                .await?;
+            rows.extend(rest);
+        }
+        Ok(LogPage { rows })
+    }
+
+    /// Log rows with seq > `after_seq`; with `same_seq_after`, only that seq's rows
+    /// with a larger id (the rest of a fork group).
+    async fn log_rows(
+        &self,
+        author: &str,
+        after_seq: i64,
+        same_seq_after: Option<(i64, String)>,
+        limit: Option<u32>,
+    ) -> Result<Vec<StoredRow>> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new(COLUMNS);
+            qb.push(VISIBLE).push(" AND p.author = ").push_bind(author.to_string());
+            match &same_seq_after {
+                Some((seq, id)) => {
+                    qb.push(" AND p.seq = ").push_bind(*seq).push(" AND p.id > ").push_bind(id.clone());
+                }
+                None => {
+                    qb.push(" AND p.seq > ").push_bind(after_seq);
+                }
+            }
+            qb.push(" ORDER BY p.seq ASC, p.id ASC");
+            if let Some(limit) = limit {
+                qb.push(" LIMIT ").push_bind(i64::from(limit));
+            }
+            Ok(qb.build_query_as::<StoredRow>().fetch_all(p).await?)
+        })
+    }
+
+    /// Number of payloads held, hidden ones included.
+    pub async fn count_payloads(&self) -> Result<i64> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM payloads").fetch_one(p).await?)
+        })
+    }
+
+    /// Hide one payload for good (an operator's removal). True when it was visible.
+    pub async fn hide_payload(&self, id: &str) -> Result<bool> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("UPDATE payloads SET hidden = TRUE WHERE NOT hidden AND id = ");
+            qb.push_bind(id.to_string());
+            Ok(qb.build().execute(p).await?.rows_affected() > 0)
+        })
+    }
+
+    /// Block an author: its new payloads are refused and its stored ones hidden
+    /// until it is unblocked. True when it was not blocked before.
+    pub async fn block_author(&self, author: &str, now: i64) -> Result<bool> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("INSERT INTO blocked_authors (author, blocked_at) VALUES (");
+            qb.push_bind(author.to_string()).push(", ").push_bind(now).push(") ON CONFLICT (author) DO NOTHING");
+            Ok(qb.build().execute(p).await?.rows_affected() > 0)
+        })
+    }
+
+    pub async fn unblock_author(&self, author: &str) -> Result<bool> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("DELETE FROM blocked_authors WHERE author = ");
+            qb.push_bind(author.to_string());
+            Ok(qb.build().execute(p).await?.rows_affected() > 0)
+        })
+    }
+
+    pub async fn blocked_authors(&self) -> Result<Vec<(String, i64)>> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as::<_, (String, i64)>(
+                "SELECT author, blocked_at FROM blocked_authors ORDER BY blocked_at DESC, author",
+            )
+            .fetch_all(p)
+            .await?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_junk() {
+        let c = Cursor {
+            created_at: 5,
+            id: "ab".repeat(32),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        for junk in ["", "5", "x.ab", "-1.abab", &format!("5.{}", "AB".repeat(32))] {
+            assert_eq!(Cursor::decode(junk), None, "{junk}");
+        }
+    }
+}

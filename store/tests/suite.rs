@@ -1,0 +1,333 @@
+//! The storage suite, run against both SQLite and PostgreSQL: one test body, two backends.
+
+use std::sync::Arc;
+
+use meshrelay_protocol::payload::Draft;
+use meshrelay_protocol::{Filter, NodeKey, Payload};
+use meshrelay_store::{Cursor, Store, WriteOutcome, Writer, WriterConfig};
+
+/// A fresh, empty database of one backend, removed again after the test.
+struct TestDb {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+    pg_schema: Option<String>,
+}
+
+fn pg_url() -> String {
+    std::env::var("MESHRELAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+impl TestDb {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            store,
+            _dir: Some(dir),
+            pg_schema: None,
+        }
+    }
+
+    async fn postgres() -> Self {
+        let schema = format!("meshrelay_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+        let admin = Store::connect(&pg_url()).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {} is needed for the store suite: {e:?}", pg_url())
+        });
+        admin.execute_raw(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        admin.close().await;
+        let sep = if pg_url().contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            store,
+            _dir: None,
+            pg_schema: Some(schema),
+        }
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        if let Some(schema) = self.pg_schema {
+            let admin = Store::connect(&pg_url()).await.unwrap();
+            admin
+                .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = super::TestDb::sqlite().await;
+                super::$name(&db.store).await;
+                db.finish().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let db = super::TestDb::postgres().await;
+                super::$name(&db.store).await;
+                db.finish().await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_written_payload_reads_back_byte_for_byte,
+    a_second_write_of_an_id_is_a_duplicate,
+    queries_order_newest_first_and_page_with_a_cursor,
+    filters_select_by_channel_prefix_tag_author_kind_and_time,
+    head_and_log_keep_forks_together,
+    a_delete_hides_its_authors_payloads_in_either_order,
+    a_blocked_author_is_refused_and_hidden_until_unblocked,
+    an_operator_can_hide_one_payload,
+    tag_values_with_nul_bytes_are_stored,
+    concurrent_writes_are_batched_and_all_kept,
+    migrating_twice_changes_nothing,
+);
+
+fn payload(key: &NodeKey, seq: u64, created_at: u64, channel: &str, tags: Vec<Vec<&str>>) -> Payload {
+    Payload::sign(
+        key,
+        Draft {
+            seq,
+            prev: (seq > 1).then(|| "ab".repeat(32)),
+            created_at,
+            kind: "post".into(),
+            channel: channel.into(),
+            tags: tags
+                .into_iter()
+                .map(|t| t.into_iter().map(String::from).collect())
+                .collect(),
+            content: format!("{seq} at {created_at} in {channel}"),
+        },
+    )
+}
+
+async fn put(w: &Writer, p: &Payload) -> WriteOutcome {
+    w.write(Arc::new(p.clone()), p.to_json().into(), None, 1)
+        .await
+        .unwrap()
+}
+
+fn writer(store: &Store) -> Writer {
+    Writer::spawn(store.clone(), WriterConfig::default()).0
+}
+
+fn ids(rows: &[meshrelay_store::StoredRow]) -> Vec<String> {
+    rows.iter().map(|r| r.id.clone()).collect()
+}
+
+async fn a_written_payload_reads_back_byte_for_byte(store: &Store) {
+    let w = writer(store);
+    let p = payload(&NodeKey::generate(), 1, 100, "general", vec![vec!["t", "rust"]]);
+    assert_eq!(put(&w, &p).await, WriteOutcome::Stored { hidden: false });
+    assert_eq!(store.get_payload(&p.id).await.unwrap(), Some(p.to_json()));
+    assert_eq!(store.get_payload(&"00".repeat(32)).await.unwrap(), None);
+    assert_eq!(store.count_payloads().await.unwrap(), 1);
+}
+
+async fn a_second_write_of_an_id_is_a_duplicate(store: &Store) {
+    let w = writer(store);
+    let p = payload(&NodeKey::generate(), 1, 100, "general", vec![]);
+    let (a, b) = tokio::join!(put(&w, &p), put(&w, &p));
+    let mut got = vec![a, b];
+    got.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(got, vec![WriteOutcome::Duplicate, WriteOutcome::Stored { hidden: false }]);
+    assert_eq!(put(&w, &p).await, WriteOutcome::Duplicate);
+    assert_eq!(store.count_payloads().await.unwrap(), 1);
+}
+
+async fn queries_order_newest_first_and_page_with_a_cursor(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let mut all = Vec::new();
+    for i in 0..7u64 {
+        // two payloads share each timestamp, so ties by id are exercised
+        let p = payload(&key, i + 1, 1000 + i / 2, "general", vec![]);
+        put(&w, &p).await;
+        all.push(p);
+    }
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    let want: Vec<String> = all.iter().map(|p| p.id.clone()).collect();
+
+    let mut got = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let rows = store.query(&Filter::default(), cursor.as_ref(), 3).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        cursor = Some(Cursor::after(rows.last().unwrap()));
+        got.extend(ids(&rows));
+    }
+    assert_eq!(got, want);
+}
+
+async fn filters_select_by_channel_prefix_tag_author_kind_and_time(store: &Store) {
+    let w = writer(store);
+    let (k1, k2) = (NodeKey::generate(), NodeKey::generate());
+    let a = payload(&k1, 1, 10, "plural", vec![vec!["t", "rust"]]);
+    let b = payload(&k1, 2, 20, "plural/a", vec![vec!["t", "go"]]);
+    let c = payload(&k2, 1, 30, "plural/a/b", vec![vec!["t", "rust"], vec!["p", "x"]]);
+    let d = payload(&k2, 2, 40, "pluralx/a", vec![]);
+    for p in [&a, &b, &c, &d] {
+        put(&w, p).await;
+    }
+    let q = |f: &str| {
+        let f = Filter::from_value(serde_json::from_str(f).unwrap()).unwrap();
+        async move {
+            let mut got = ids(&store.query(&f, None, 100).await.unwrap());
+            got.sort();
+            got
+        }
+    };
+    let sorted = |mut v: Vec<&Payload>| {
+        v.sort_by(|x, y| x.id.cmp(&y.id));
+        v.into_iter().map(|p| p.id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(q(r#"{"channels":["plural/*"]}"#).await, sorted(vec![&b, &c]));
+    assert_eq!(q(r#"{"channels":["plural","pluralx/a"]}"#).await, sorted(vec![&a, &d]));
+    assert_eq!(q(r#"{"tags":{"t":["rust"]}}"#).await, sorted(vec![&a, &c]));
+    assert_eq!(q(r#"{"tags":{"t":["rust"],"p":["x"]}}"#).await, sorted(vec![&c]));
+    assert_eq!(
+        q(&format!(r#"{{"authors":["{}"],"since":15}}"#, k1.public_hex())).await,
+        sorted(vec![&b])
+    );
+    assert_eq!(q(r#"{"since":20,"until":30}"#).await, sorted(vec![&b, &c]));
+    assert_eq!(q(r#"{"kinds":["reaction"]}"#).await, Vec::<String>::new());
+    assert_eq!(q(r#"{"authors":[]}"#).await, Vec::<String>::new());
+    assert_eq!(q("{}").await.len(), 4);
+}
+
+async fn head_and_log_keep_forks_together(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let p1 = payload(&key, 1, 10, "general", vec![]);
+    let p2a = payload(&key, 2, 20, "general", vec![]);
+    let p2b = payload(&key, 2, 21, "general", vec![]); // a fork: same seq, other id
+    let p3 = payload(&key, 3, 30, "general", vec![]);
+    for p in [&p1, &p2a, &p2b, &p3] {
+        put(&w, p).await;
+    }
+    let author = key.public_hex();
+    let head = store.head(&author).await.unwrap().unwrap();
+    assert_eq!((head.seq, head.id), (3, p3.id.clone()));
+
+    // A page of 2 would end inside seq 2; it is extended to hold both forks.
+    let page = store.author_log(&author, 0, 2).await.unwrap();
+    let mut forks = vec![p2a.id.clone(), p2b.id.clone()];
+    forks.sort();
+    assert_eq!(ids(&page.rows), vec![p1.id.clone(), forks[0].clone(), forks[1].clone()]);
+    let rest = store.author_log(&author, 2, 2).await.unwrap();
+    assert_eq!(ids(&rest.rows), vec![p3.id.clone()]);
+    assert!(store.head(&"cd".repeat(32)).await.unwrap().is_none());
+}
+
+fn delete_of(key: &NodeKey, seq: u64, targets: &[&Payload]) -> Payload {
+    Payload::sign(
+        key,
+        Draft {
+            seq,
+            prev: (seq > 1).then(|| "ab".repeat(32)),
+            created_at: 500,
+            kind: "delete".into(),
+            channel: "general".into(),
+            tags: targets.iter().map(|t| vec!["e".to_string(), t.id.clone()]).collect(),
+            content: String::new(),
+        },
+    )
+}
+
+async fn a_delete_hides_its_authors_payloads_in_either_order(store: &Store) {
+    let w = writer(store);
+    let (me, other) = (NodeKey::generate(), NodeKey::generate());
+    let early = payload(&me, 1, 10, "general", vec![]);
+    let late = payload(&me, 2, 20, "general", vec![]);
+    let theirs = payload(&other, 1, 30, "general", vec![]);
+    put(&w, &early).await;
+    put(&w, &theirs).await;
+    let del = delete_of(&me, 3, &[&early, &late, &theirs]);
+    assert_eq!(put(&w, &del).await, WriteOutcome::Stored { hidden: false });
+    // the delete arrived before `late`: `late` is stored hidden
+    assert_eq!(put(&w, &late).await, WriteOutcome::Stored { hidden: true });
+    assert_eq!(store.get_payload(&early.id).await.unwrap(), None);
+    assert_eq!(store.get_payload(&late.id).await.unwrap(), None);
+    // another author's payload is untouched; the delete itself stays visible
+    assert!(store.get_payload(&theirs.id).await.unwrap().is_some());
+    assert!(store.get_payload(&del.id).await.unwrap().is_some());
+    // publishing a hidden payload again is a duplicate and does not unhide it
+    assert_eq!(put(&w, &early).await, WriteOutcome::Duplicate);
+    assert_eq!(store.get_payload(&early.id).await.unwrap(), None);
+    let log = store.author_log(&me.public_hex(), 0, 100).await.unwrap();
+    assert_eq!(ids(&log.rows), vec![del.id.clone()]);
+    assert_eq!(store.head(&me.public_hex()).await.unwrap().unwrap().id, del.id);
+}
+
+async fn a_blocked_author_is_refused_and_hidden_until_unblocked(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let old = payload(&key, 1, 10, "general", vec![]);
+    put(&w, &old).await;
+    assert!(store.block_author(&key.public_hex(), 5).await.unwrap());
+    assert!(!store.block_author(&key.public_hex(), 6).await.unwrap());
+    let new = payload(&key, 2, 20, "general", vec![]);
+    assert_eq!(put(&w, &new).await, WriteOutcome::Blocked);
+    assert_eq!(store.get_payload(&old.id).await.unwrap(), None);
+    assert!(store.query(&Filter::default(), None, 10).await.unwrap().is_empty());
+    assert_eq!(store.blocked_authors().await.unwrap(), vec![(key.public_hex(), 5)]);
+    assert!(store.unblock_author(&key.public_hex()).await.unwrap());
+    assert!(store.get_payload(&old.id).await.unwrap().is_some());
+    assert_eq!(store.get_payload(&new.id).await.unwrap(), None, "refused, never stored");
+}
+
+async fn an_operator_can_hide_one_payload(store: &Store) {
+    let w = writer(store);
+    let p = payload(&NodeKey::generate(), 1, 10, "general", vec![]);
+    put(&w, &p).await;
+    assert!(store.hide_payload(&p.id).await.unwrap());
+    assert!(!store.hide_payload(&p.id).await.unwrap());
+    assert_eq!(store.get_payload(&p.id).await.unwrap(), None);
+    assert_eq!(put(&w, &p).await, WriteOutcome::Duplicate);
+}
+
+async fn tag_values_with_nul_bytes_are_stored(store: &Store) {
+    let w = writer(store);
+    let p = payload(&NodeKey::generate(), 1, 10, "general", vec![vec!["t", "a\0b"]]);
+    assert_eq!(put(&w, &p).await, WriteOutcome::Stored { hidden: false });
+    let f = Filter::from_value(serde_json::json!({"tags": {"t": ["a\u{0}b"]}})).unwrap();
+    assert_eq!(ids(&store.query(&f, None, 10).await.unwrap()), vec![p.id.clone()]);
+}
+
+async fn concurrent_writes_are_batched_and_all_kept(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let tasks: Vec<_> = (0..2000u64)
+        .map(|i| {
+            let w = w.clone();
+            let p = payload(&key, i + 1, i, "general", vec![vec!["t", "x"]]);
+            tokio::spawn(async move { put(&w, &p).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), WriteOutcome::Stored { hidden: false });
+    }
+    assert_eq!(store.count_payloads().await.unwrap(), 2000);
+}
+
+async fn migrating_twice_changes_nothing(store: &Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.count_payloads().await.unwrap(), 0);
+}
