@@ -72,7 +72,9 @@ impl Filter {
         for (name, list) in [("ids", &self.ids), ("authors", &self.authors)] {
             if let Some(list) = list {
                 if let Some(v) = list.iter().find(|v| !is_hex32(v)) {
-                    return Err(bad(format!("{name}: {v:?} is not 64 lowercase hex characters")));
+                    return Err(bad(format!(
+                        "{name}: {v:?} is not 64 lowercase hex characters"
+                    )));
                 }
             }
         }
@@ -109,14 +111,12 @@ impl Filter {
             && in_list(&self.authors, &p.author)
             && in_list(&self.kinds, &p.kind)
             && self.channels.as_ref().is_none_or(|cs| {
-                cs.iter().any(|c| {
-                    ChannelPattern::parse(c).is_some_and(|pat| pat.matches(&p.channel))
-                })
+                cs.iter()
+                    .any(|c| ChannelPattern::parse(c).is_some_and(|pat| pat.matches(&p.channel)))
             })
             && self.tags.as_ref().is_none_or(|tags| {
-                tags.iter().all(|(name, values)| {
-                    p.tag_values(name).any(|v| values.iter().any(|x| x == v))
-                })
+                tags.iter()
+                    .all(|(name, values)| p.tag_values(name).any(|v| values.iter().any(|x| x == v)))
             })
             && self.since.is_none_or(|s| p.created_at >= s)
             && self.until.is_none_or(|u| p.created_at <= u)

@@ -18,7 +18,8 @@ pub fn decode_fixed<const N: usize>(s: &str, what: &str) -> Result<[u8; N], Stri
 }
 
 pub fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// True for a 64-character lowercase hex string (a key or an id).

@@ -92,7 +92,9 @@ impl Payload {
     /// Shape and types only: exactly the ten members, each of its JSON type.
     fn from_value_unchecked(value: Value) -> Result<Self> {
         let Value::Object(mut obj) = value else {
-            return Err(ProtocolError::invalid_payload("payload must be a JSON object"));
+            return Err(ProtocolError::invalid_payload(
+                "payload must be a JSON object",
+            ));
         };
         for key in obj.keys() {
             if !FIELDS.contains(&key.as_str()) {
@@ -103,13 +105,19 @@ impl Payload {
         }
         for f in FIELDS {
             if !obj.contains_key(f) {
-                return Err(ProtocolError::invalid_payload(format!("missing member {f:?}")));
+                return Err(ProtocolError::invalid_payload(format!(
+                    "missing member {f:?}"
+                )));
             }
         }
         let prev = match obj.remove("prev") {
             Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
-            _ => return Err(ProtocolError::invalid_payload("prev must be a string or null")),
+            _ => {
+                return Err(ProtocolError::invalid_payload(
+                    "prev must be a string or null",
+                ))
+            }
         };
         let tags = match obj.remove("tags") {
             Some(Value::Array(tags)) => tags
@@ -302,7 +310,9 @@ pub fn signing_message(id: &[u8; 32]) -> Vec<u8> {
 fn take_string(obj: &mut Map<String, Value>, f: &str) -> Result<String> {
     match obj.remove(f) {
         Some(Value::String(s)) => Ok(s),
-        _ => Err(ProtocolError::invalid_payload(format!("{f} must be a string"))),
+        _ => Err(ProtocolError::invalid_payload(format!(
+            "{f} must be a string"
+        ))),
     }
 }
 
@@ -317,8 +327,8 @@ fn take_integer(obj: &mut Map<String, Value>, f: &str) -> Result<u64> {
 
 fn check_tags(tags: &[Vec<String>]) -> Result<()> {
     fn bad(m: impl Into<String>) -> ProtocolError {
-            ProtocolError::invalid_payload(m)
-        }
+        ProtocolError::invalid_payload(m)
+    }
     if tags.len() > 64 {
         return Err(bad("at most 64 tags"));
     }
@@ -408,7 +418,11 @@ mod tests {
     fn duplicate_members_and_lone_surrogates_are_invalid_payload() {
         let key = NodeKey::generate();
         let json = Payload::sign(&key, draft()).to_json();
-        let dup = json.replacen("\"kind\":\"post\"", "\"kind\":\"post\",\"kind\":\"post\"", 1);
+        let dup = json.replacen(
+            "\"kind\":\"post\"",
+            "\"kind\":\"post\",\"kind\":\"post\"",
+            1,
+        );
         let err = Payload::from_json(&dup, &Limits::default(), 1_763_800_000).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidPayload);
         let lone = json.replacen("\"hi\"", "\"\\ud800\"", 1);

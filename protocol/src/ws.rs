@@ -106,7 +106,10 @@ impl<'a> ClientFrame<'a> {
                 let channel = need(raw.channel, "channel")?;
                 let kind = need(raw.kind, "type")?;
                 if !valid_channel(&channel) {
-                    return Err(fail("signal channel is not a valid channel".into(), Some(op)));
+                    return Err(fail(
+                        "signal channel is not a valid channel".into(),
+                        Some(op),
+                    ));
                 }
                 if !valid_tag_name(&kind) {
                     return Err(fail(
@@ -121,7 +124,9 @@ impl<'a> ClientFrame<'a> {
                         return Err(fail("signal data must be a JSON object".into(), Some(op)))
                     }
                 };
-                let size = serde_json::to_string(&data).map(|s| s.len()).unwrap_or(usize::MAX);
+                let size = serde_json::to_string(&data)
+                    .map(|s| s.len())
+                    .unwrap_or(usize::MAX);
                 if size > MAX_SIGNAL_DATA_BYTES {
                     return Err(FrameError {
                         error: ProtocolError::new(
@@ -138,7 +143,10 @@ impl<'a> ClientFrame<'a> {
                 })
             }
             "ping" => Ok(ClientFrame::Ping),
-            other => Err(fail(format!("unknown op {other:?}"), Some(other.to_string()))),
+            other => Err(fail(
+                format!("unknown op {other:?}"),
+                Some(other.to_string()),
+            )),
         }
     }
 }

@@ -48,7 +48,11 @@ fn every_valid_payload_vector_verifies_and_reproduces() {
             content: p.content.clone(),
         };
         let signed = Payload::sign(&key, draft);
-        assert_eq!(signed.sig, case["sig"].as_str().unwrap(), "{name}: signature");
+        assert_eq!(
+            signed.sig,
+            case["sig"].as_str().unwrap(),
+            "{name}: signature"
+        );
         assert_eq!(signed.id, p.id, "{name}: id from signing");
     }
 }
@@ -72,13 +76,22 @@ fn every_invalid_payload_vector_gets_its_code() {
 fn the_auth_vector_verifies() {
     let v = vectors("payloads.json");
     let a = &v["auth"];
-    let msg = keys::auth_message(a["node"].as_str().unwrap(), a["challenge"].as_str().unwrap());
+    let msg = keys::auth_message(
+        a["node"].as_str().unwrap(),
+        a["challenge"].as_str().unwrap(),
+    );
     assert_eq!(msg, a["message"].as_str().unwrap());
     let client = NodeKey::from_seed_hex(a["client_seed"].as_str().unwrap()).unwrap();
     assert_eq!(client.public_hex(), a["client"].as_str().unwrap());
-    assert_eq!(hex::encode(client.sign(msg.as_bytes())), a["sig"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(client.sign(msg.as_bytes())),
+        a["sig"].as_str().unwrap()
+    );
     let pk = PublicKey::from_hex(a["client"].as_str().unwrap()).unwrap();
-    let sig: [u8; 64] = hex::decode(a["sig"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let sig: [u8; 64] = hex::decode(a["sig"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
     assert!(pk.verify(msg.as_bytes(), &sig));
 }
 

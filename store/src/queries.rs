@@ -52,7 +52,8 @@ pub struct LogPage {
     pub rows: Vec<StoredRow>,
 }
 
-const VISIBLE: &str = "NOT p.hidden AND NOT EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author)";
+const VISIBLE: &str =
+    "NOT p.hidden AND NOT EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author)";
 const COLUMNS: &str = "SELECT p.id, p.seq, p.created_at, p.json FROM payloads p WHERE ";
 
 /// Append the SQL of one filter (all AND-ed). Returns false when the filter can
@@ -123,9 +124,11 @@ where
             if values.is_empty() {
                 return false;
             }
-            qb.push(" AND EXISTS (SELECT 1 FROM payload_tags t WHERE t.payload_id = p.id AND t.name = ")
-                .push_bind(name.clone())
-                .push(" AND t.value IN (");
+            qb.push(
+                " AND EXISTS (SELECT 1 FROM payload_tags t WHERE t.payload_id = p.id AND t.name = ",
+            )
+            .push_bind(name.clone())
+            .push(" AND t.value IN (");
             let mut sep = qb.separated(", ");
             for v in values {
                 sep.push_bind(v.as_bytes().to_vec());
@@ -137,7 +140,8 @@ where
         qb.push(" AND p.created_at >= ").push_bind(since as i64);
     }
     if let Some(until) = f.until {
-        qb.push(" AND p.created_at <= ").push_bind(until.min(i64::MAX as u64) as i64);
+        qb.push(" AND p.created_at <= ")
+            .push_bind(until.min(i64::MAX as u64) as i64);
     }
     true
 }
@@ -291,7 +295,13 @@ mod tests {
             id: "ab".repeat(32),
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        for junk in ["", "5", "x.ab", "-1.abab", &format!("5.{}", "AB".repeat(32))] {
+        for junk in [
+            "",
+            "5",
+            "x.ab",
+            "-1.abab",
+            &format!("5.{}", "AB".repeat(32)),
+        ] {
             assert_eq!(Cursor::decode(junk), None, "{junk}");
         }
     }

@@ -34,9 +34,15 @@ impl TestDb {
     async fn postgres() -> Self {
         let schema = format!("meshrelay_test_{}", hex::encode(rand::random::<[u8; 6]>()));
         let admin = Store::connect(&pg_url()).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {} is needed for the store suite: {e:?}", pg_url())
+            panic!(
+                "PostgreSQL at {} is needed for the store suite: {e:?}",
+                pg_url()
+            )
         });
-        admin.execute_raw(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        admin
+            .execute_raw(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
         admin.close().await;
         let sep = if pg_url().contains('?') { '&' } else { '?' };
         let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
@@ -97,7 +103,13 @@ on_both_backends!(
     migrating_twice_changes_nothing,
 );
 
-fn payload(key: &NodeKey, seq: u64, created_at: u64, channel: &str, tags: Vec<Vec<&str>>) -> Payload {
+fn payload(
+    key: &NodeKey,
+    seq: u64,
+    created_at: u64,
+    channel: &str,
+    tags: Vec<Vec<&str>>,
+) -> Payload {
     Payload::sign(
         key,
         Draft {
@@ -131,7 +143,13 @@ fn ids(rows: &[meshrelay_store::StoredRow]) -> Vec<String> {
 
 async fn a_written_payload_reads_back_byte_for_byte(store: &Store) {
     let w = writer(store);
-    let p = payload(&NodeKey::generate(), 1, 100, "general", vec![vec!["t", "rust"]]);
+    let p = payload(
+        &NodeKey::generate(),
+        1,
+        100,
+        "general",
+        vec![vec!["t", "rust"]],
+    );
     assert_eq!(put(&w, &p).await, WriteOutcome::Stored { hidden: false });
     assert_eq!(store.get_payload(&p.id).await.unwrap(), Some(p.to_json()));
     assert_eq!(store.get_payload(&"00".repeat(32)).await.unwrap(), None);
@@ -144,7 +162,13 @@ async fn a_second_write_of_an_id_is_a_duplicate(store: &Store) {
     let (a, b) = tokio::join!(put(&w, &p), put(&w, &p));
     let mut got = vec![a, b];
     got.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(got, vec![WriteOutcome::Duplicate, WriteOutcome::Stored { hidden: false }]);
+    assert_eq!(
+        got,
+        vec![
+            WriteOutcome::Duplicate,
+            WriteOutcome::Stored { hidden: false }
+        ]
+    );
     assert_eq!(put(&w, &p).await, WriteOutcome::Duplicate);
     assert_eq!(store.count_payloads().await.unwrap(), 1);
 }
@@ -165,7 +189,10 @@ async fn queries_order_newest_first_and_page_with_a_cursor(store: &Store) {
     let mut got = Vec::new();
     let mut cursor: Option<Cursor> = None;
     loop {
-        let rows = store.query(&Filter::default(), cursor.as_ref(), 3).await.unwrap();
+        let rows = store
+            .query(&Filter::default(), cursor.as_ref(), 3)
+            .await
+            .unwrap();
         if rows.is_empty() {
             break;
         }
@@ -180,7 +207,13 @@ async fn filters_select_by_channel_prefix_tag_author_kind_and_time(store: &Store
     let (k1, k2) = (NodeKey::generate(), NodeKey::generate());
     let a = payload(&k1, 1, 10, "plural", vec![vec!["t", "rust"]]);
     let b = payload(&k1, 2, 20, "plural/a", vec![vec!["t", "go"]]);
-    let c = payload(&k2, 1, 30, "plural/a/b", vec![vec!["t", "rust"], vec!["p", "x"]]);
+    let c = payload(
+        &k2,
+        1,
+        30,
+        "plural/a/b",
+        vec![vec!["t", "rust"], vec!["p", "x"]],
+    );
     let d = payload(&k2, 2, 40, "pluralx/a", vec![]);
     for p in [&a, &b, &c, &d] {
         put(&w, p).await;
@@ -197,12 +230,25 @@ async fn filters_select_by_channel_prefix_tag_author_kind_and_time(store: &Store
         v.sort_by(|x, y| x.id.cmp(&y.id));
         v.into_iter().map(|p| p.id.clone()).collect::<Vec<_>>()
     };
-    assert_eq!(q(r#"{"channels":["plural/*"]}"#).await, sorted(vec![&b, &c]));
-    assert_eq!(q(r#"{"channels":["plural","pluralx/a"]}"#).await, sorted(vec![&a, &d]));
-    assert_eq!(q(r#"{"tags":{"t":["rust"]}}"#).await, sorted(vec![&a, &c]));
-    assert_eq!(q(r#"{"tags":{"t":["rust"],"p":["x"]}}"#).await, sorted(vec![&c]));
     assert_eq!(
-        q(&format!(r#"{{"authors":["{}"],"since":15}}"#, k1.public_hex())).await,
+        q(r#"{"channels":["plural/*"]}"#).await,
+        sorted(vec![&b, &c])
+    );
+    assert_eq!(
+        q(r#"{"channels":["plural","pluralx/a"]}"#).await,
+        sorted(vec![&a, &d])
+    );
+    assert_eq!(q(r#"{"tags":{"t":["rust"]}}"#).await, sorted(vec![&a, &c]));
+    assert_eq!(
+        q(r#"{"tags":{"t":["rust"],"p":["x"]}}"#).await,
+        sorted(vec![&c])
+    );
+    assert_eq!(
+        q(&format!(
+            r#"{{"authors":["{}"],"since":15}}"#,
+            k1.public_hex()
+        ))
+        .await,
         sorted(vec![&b])
     );
     assert_eq!(q(r#"{"since":20,"until":30}"#).await, sorted(vec![&b, &c]));
@@ -227,9 +273,12 @@ async fn head_and_log_keep_forks_together(store: &Store) {
 
     // A page of 2 would end inside seq 2; it is extended to hold both forks.
     let page = store.author_log(&author, 0, 2).await.unwrap();
-    let mut forks = vec![p2a.id.clone(), p2b.id.clone()];
+    let mut forks = [p2a.id.clone(), p2b.id.clone()];
     forks.sort();
-    assert_eq!(ids(&page.rows), vec![p1.id.clone(), forks[0].clone(), forks[1].clone()]);
+    assert_eq!(
+        ids(&page.rows),
+        vec![p1.id.clone(), forks[0].clone(), forks[1].clone()]
+    );
     let rest = store.author_log(&author, 2, 2).await.unwrap();
     assert_eq!(ids(&rest.rows), vec![p3.id.clone()]);
     assert!(store.head(&"cd".repeat(32)).await.unwrap().is_none());
@@ -244,7 +293,10 @@ fn delete_of(key: &NodeKey, seq: u64, targets: &[&Payload]) -> Payload {
             created_at: 500,
             kind: "delete".into(),
             channel: "general".into(),
-            tags: targets.iter().map(|t| vec!["e".to_string(), t.id.clone()]).collect(),
+            tags: targets
+                .iter()
+                .map(|t| vec!["e".to_string(), t.id.clone()])
+                .collect(),
             content: String::new(),
         },
     )
@@ -272,7 +324,10 @@ async fn a_delete_hides_its_authors_payloads_in_either_order(store: &Store) {
     assert_eq!(store.get_payload(&early.id).await.unwrap(), None);
     let log = store.author_log(&me.public_hex(), 0, 100).await.unwrap();
     assert_eq!(ids(&log.rows), vec![del.id.clone()]);
-    assert_eq!(store.head(&me.public_hex()).await.unwrap().unwrap().id, del.id);
+    assert_eq!(
+        store.head(&me.public_hex()).await.unwrap().unwrap().id,
+        del.id
+    );
 }
 
 async fn a_blocked_author_is_refused_and_hidden_until_unblocked(store: &Store) {
@@ -285,11 +340,22 @@ async fn a_blocked_author_is_refused_and_hidden_until_unblocked(store: &Store) {
     let new = payload(&key, 2, 20, "general", vec![]);
     assert_eq!(put(&w, &new).await, WriteOutcome::Blocked);
     assert_eq!(store.get_payload(&old.id).await.unwrap(), None);
-    assert!(store.query(&Filter::default(), None, 10).await.unwrap().is_empty());
-    assert_eq!(store.blocked_authors().await.unwrap(), vec![(key.public_hex(), 5)]);
+    assert!(store
+        .query(&Filter::default(), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.blocked_authors().await.unwrap(),
+        vec![(key.public_hex(), 5)]
+    );
     assert!(store.unblock_author(&key.public_hex()).await.unwrap());
     assert!(store.get_payload(&old.id).await.unwrap().is_some());
-    assert_eq!(store.get_payload(&new.id).await.unwrap(), None, "refused, never stored");
+    assert_eq!(
+        store.get_payload(&new.id).await.unwrap(),
+        None,
+        "refused, never stored"
+    );
 }
 
 async fn an_operator_can_hide_one_payload(store: &Store) {
@@ -304,10 +370,19 @@ async fn an_operator_can_hide_one_payload(store: &Store) {
 
 async fn tag_values_with_nul_bytes_are_stored(store: &Store) {
     let w = writer(store);
-    let p = payload(&NodeKey::generate(), 1, 10, "general", vec![vec!["t", "a\0b"]]);
+    let p = payload(
+        &NodeKey::generate(),
+        1,
+        10,
+        "general",
+        vec![vec!["t", "a\0b"]],
+    );
     assert_eq!(put(&w, &p).await, WriteOutcome::Stored { hidden: false });
     let f = Filter::from_value(serde_json::json!({"tags": {"t": ["a\u{0}b"]}})).unwrap();
-    assert_eq!(ids(&store.query(&f, None, 10).await.unwrap()), vec![p.id.clone()]);
+    assert_eq!(
+        ids(&store.query(&f, None, 10).await.unwrap()),
+        vec![p.id.clone()]
+    );
 }
 
 async fn concurrent_writes_are_batched_and_all_kept(store: &Store) {

@@ -1,0 +1,158 @@
+//! Building and running a node: bind the listener, open storage, start the
+//! writer, serve until the shutdown token fires, then drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use meshrelay_store::{Store, Writer, WriterConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    writer_task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Open everything the node needs and bind its listener (port 0 picks one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
+        let node_key = crate::node_key::load_or_create(&settings.node_key_path())?;
+        let store = Store::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("opening database_url {}", redact(&settings.database_url)))?;
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+        let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
+        let metrics = Arc::new(Metrics::default());
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("binding listen address {}", settings.listen))?;
+        let state = AppState {
+            hub: Arc::new(Hub::new(metrics.clone())),
+            settings: Arc::new(settings),
+            store,
+            writer,
+            metrics,
+            node_key: Arc::new(node_key),
+            seen: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            shutdown: CancellationToken::new(),
+            ws_tasks: TaskTracker::new(),
+        };
+        let (router, _api) = crate::http::router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+            writer_task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancel this token to stop the node the way SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serve until shutdown, then drain: stop accepting, finish in-flight
+    /// requests, close WebSockets with 1001, commit queued writes, close storage.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            state,
+            writer_task,
+        } = self;
+        let shutdown = state.shutdown.clone();
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            node = %state.node_hex(),
+            public_url = %state.settings.public_url,
+            database = ?state.store.backend(),
+            "meshrelay node serving"
+        );
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serving the public listener")?;
+        tracing::info!("draining");
+        state.ws_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(20), state.ws_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WebSocket connections did not close within 20 s");
+        }
+        let store = state.store.clone();
+        drop(state);
+        // The writer ends once every handle is gone, after committing its queue.
+        if tokio::time::timeout(Duration::from_secs(30), writer_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the writer did not finish within 30 s");
+        }
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact("sqlite://./data/x.db"),
+            "sqlite://./data/x.db"
+        );
+    }
+}

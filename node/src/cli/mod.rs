@@ -1,0 +1,136 @@
+//! The command line (PROTOCOL.md 8): `serve`, `migrate`, `keygen`, and the client
+//! commands `publish`, `subscribe` and `query`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use meshrelay_protocol::NodeKey;
+
+use crate::settings::Settings;
+
+mod client;
+
+pub use client::{FilterArgs, PublishArgs, QueryArgs, SubscribeArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshrelay",
+    version,
+    about = "A federated relay of signed payloads"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (defaults: SQLite in ./data, public 0.0.0.0:7700).
+    Serve {
+        /// TOML settings; MESHRELAY_* variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Make a new Ed25519 key pair.
+    Keygen {
+        /// Write the secret seed to this new file (mode 0600) and print the public key;
+        /// without it, print both as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign a payload and publish it to one or more relays, chaining it to the
+    /// author's head.
+    Publish(PublishArgs),
+    /// Print live payloads matching a filter, one JSON object a line.
+    Subscribe(SubscribeArgs),
+    /// Print stored payloads matching a filter, one JSON object a line.
+    Query(QueryArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            init_logging(&settings.log_format);
+            serve(settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            init_logging(&settings.log_format);
+            std::fs::create_dir_all(&settings.data_dir)?;
+            let store = meshrelay_store::Store::connect(&settings.database_url)
+                .await
+                .context("opening the database")?;
+            store.migrate().await.context("applying migrations")?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out } => {
+            let key = NodeKey::generate();
+            match out {
+                Some(path) => {
+                    crate::node_key::write_new(&path, &key)?;
+                    println!("{}", key.public_hex());
+                }
+                None => println!(
+                    "{}",
+                    serde_json::json!({"public": key.public_hex(), "secret": key.seed_hex()})
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish(args) => client::publish(args).await,
+        Command::Subscribe(args) => client::subscribe(args).await,
+        Command::Query(args) => client::query(args).await,
+    }
+}
+
+/// Logs go to standard error, one line per event; JSON when `log_format` is json.
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Build the node, stop it on SIGTERM or SIGINT, and drain before returning.
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = crate::Application::build(settings).await?;
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    });
+    app.run_until_stopped().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,86 @@
+//! The public listener's routes (PROTOCOL.md 4.1, 4.2, 5.1). Routes and their
+//! OpenAPI entries are registered together, so `/openapi.json` is what is served.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{error_body, ApiError};
+use crate::state::AppState;
+
+pub mod authors;
+pub mod ops;
+pub mod payloads;
+pub mod schema;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "meshrelay client API",
+        description = "The client-facing HTTP API of a meshrelay node (PROTOCOL.md 4). \
+                       Errors are `{\"error\": {\"code\", \"message\"}}` with the status of their code."
+    ),
+    components(schemas(schema::ErrorBody, schema::PayloadDoc))
+)]
+struct ApiDoc;
+
+/// Largest request body: a payload at the content limit plus the most its other
+/// fields can take (64 tags of 8 strings of 1 KiB), with room for JSON escaping.
+pub fn max_body_bytes(max_content_bytes: usize) -> usize {
+    max_content_bytes * 6 + 64 * 8 * 1024 * 6 + 16 * 1024
+}
+
+/// The router and the OpenAPI document describing it.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let body_limit = max_body_bytes(state.settings.limits.max_content_bytes);
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(payloads::publish, payloads::query))
+        .routes(routes!(payloads::get_one))
+        .routes(routes!(authors::head))
+        .routes(routes!(authors::log))
+        .routes(routes!(ops::info))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::node_document))
+        .routes(routes!(crate::ws::upgrade))
+        .split_for_parts();
+    let api_json = api.clone();
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let api = api_json.clone();
+                async move { Json(api) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(meshrelay_protocol::ErrorCode::Internal, "internal error").into_response()
+        }))
+        .with_state(state);
+    (router, api)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(error_body(
+            meshrelay_protocol::ErrorCode::BadRequest,
+            "method not allowed on this route",
+        )),
+    )
+        .into_response()
+}

@@ -1,0 +1,229 @@
+//! Live fan-out: which connection holds which subscriptions, and delivery of each
+//! newly stored payload (and each signal) to them through bounded queues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::Message;
+use meshrelay_protocol::filter::any_matches;
+use meshrelay_protocol::ws::out;
+use meshrelay_protocol::{Filter, Payload};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// A stored payload with its JSON text, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct Fresh {
+    pub payload: Payload,
+    pub json: Arc<str>,
+}
+
+/// Why a connection's writer stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    SlowConsumer,
+}
+
+enum SubState {
+    /// Stored matches are being sent; live matches wait here until `eose`.
+    Backfilling(Vec<Arc<Fresh>>),
+    Live,
+}
+
+struct Subscription {
+    filters: Vec<Filter>,
+    state: SubState,
+}
+
+/// The part of a connection the hub touches.
+pub struct Conn {
+    pub id: u64,
+    tx: mpsc::Sender<Message>,
+    subs: Mutex<HashMap<String, Subscription>>,
+    /// Cancelled when the connection must close; `close_reason` says why.
+    pub kill: CancellationToken,
+    close_reason: Mutex<Option<CloseReason>>,
+    /// Most live payloads held per subscription while it backfills.
+    pending_bound: usize,
+}
+
+impl Conn {
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.close_reason.lock().expect("lock")
+    }
+
+    fn close(&self, reason: CloseReason, metrics: &Metrics) {
+        let mut r = self.close_reason.lock().expect("lock");
+        if r.is_none() {
+            *r = Some(reason);
+            if reason == CloseReason::SlowConsumer {
+                metrics.ws_slow_consumers.inc();
+            }
+        }
+        self.kill.cancel();
+    }
+
+    /// Queue a frame without waiting; a full queue marks a slow consumer.
+    fn offer(&self, msg: Message, metrics: &Metrics) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseReason::SlowConsumer, metrics);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subs.lock().expect("lock").len()
+    }
+
+    pub fn has_subscription(&self, sub: &str) -> bool {
+        self.subs.lock().expect("lock").contains_key(sub)
+    }
+}
+
+pub struct Hub {
+    conns: RwLock<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            conns: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    pub fn register(&self, tx: mpsc::Sender<Message>, pending_bound: usize) -> Arc<Conn> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            id,
+            tx,
+            subs: Mutex::new(HashMap::new()),
+            kill: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+            pending_bound,
+        });
+        self.conns.write().expect("lock").insert(id, conn.clone());
+        self.metrics.ws_connections.inc();
+        conn
+    }
+
+    pub fn unregister(&self, conn: &Conn) {
+        if self.conns.write().expect("lock").remove(&conn.id).is_some() {
+            let n = conn.subs.lock().expect("lock").len();
+            self.metrics.ws_subscriptions.dec_by(n as i64);
+            self.metrics.ws_connections.dec();
+        }
+    }
+
+    /// Start a subscription (replacing one with the same id) in the backfilling
+    /// state: live matches from now on are held until `go_live`.
+    pub fn begin_subscription(&self, conn: &Conn, sub: &str, filters: Vec<Filter>) {
+        let mut subs = conn.subs.lock().expect("lock");
+        let replaced = subs
+            .insert(
+                sub.to_string(),
+                Subscription {
+                    filters,
+                    state: SubState::Backfilling(Vec::new()),
+                },
+            )
+            .is_some();
+        if !replaced {
+            self.metrics.ws_subscriptions.inc();
+        }
+    }
+
+    /// After `eose`: send what arrived during backfill (minus what the backfill
+    /// already sent) and deliver live from now on.
+    pub fn go_live(&self, conn: &Conn, sub: &str, sent: &std::collections::HashSet<String>) {
+        let mut subs = conn.subs.lock().expect("lock");
+        let Some(s) = subs.get_mut(sub) else { return };
+        let SubState::Backfilling(held) = std::mem::replace(&mut s.state, SubState::Live) else {
+            return;
+        };
+        for fresh in held {
+            if !sent.contains(&fresh.payload.id) {
+                self.metrics.live_deliveries.inc();
+                if !conn.offer(Message::text(out::payload(sub, &fresh.json)), &self.metrics) {
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn end_subscription(&self, conn: &Conn, sub: &str) -> bool {
+        let removed = conn.subs.lock().expect("lock").remove(sub).is_some();
+        if removed {
+            self.metrics.ws_subscriptions.dec();
+        }
+        removed
+    }
+
+    /// Deliver a newly stored, visible payload to every matching subscription, once each.
+    pub fn publish(&self, fresh: &Arc<Fresh>) {
+        let conns: Vec<Arc<Conn>> = self.conns.read().expect("lock").values().cloned().collect();
+        for conn in conns {
+            let mut subs = conn.subs.lock().expect("lock");
+            for (sub_id, sub) in subs.iter_mut() {
+                if !any_matches(&sub.filters, &fresh.payload) {
+                    continue;
+                }
+                match &mut sub.state {
+                    SubState::Backfilling(held) => {
+                        if held.len() >= conn.pending_bound {
+                            conn.close(CloseReason::SlowConsumer, &self.metrics);
+                            break;
+                        }
+                        held.push(fresh.clone());
+                    }
+                    SubState::Live => {
+                        self.metrics.live_deliveries.inc();
+                        if !conn.offer(
+                            Message::text(out::payload(sub_id, &fresh.json)),
+                            &self.metrics,
+                        ) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Relay a signal to the other connections with a live subscription naming
+    /// the channel in a `channels` list; one frame per connection.
+    pub fn signal(
+        &self,
+        from_conn: u64,
+        from: &str,
+        channel: &str,
+        kind: &str,
+        data: &Map<String, Value>,
+    ) {
+        let frame = out::signal(from, channel, kind, data);
+        let conns: Vec<Arc<Conn>> = self.conns.read().expect("lock").values().cloned().collect();
+        for conn in conns.iter().filter(|c| c.id != from_conn) {
+            let wants = conn
+                .subs
+                .lock()
+                .expect("lock")
+                .values()
+                .any(|s| s.filters.iter().any(|f| f.names_channel(channel)));
+            if wants {
+                self.metrics.signals_relayed.inc();
+                conn.offer(Message::text(frame.clone()), &self.metrics);
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The meshrelay node: settings, the client API (HTTP and WebSocket), live
+//! fan-out, the CLI, and the wiring of the crates below it.
+
+pub mod app;
+pub mod cli;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod ingest;
+pub mod metrics;
+pub mod node_key;
+pub mod settings;
+pub mod state;
+pub mod ws;
+
+pub use app::Application;
+pub use settings::Settings;

@@ -1,0 +1,291 @@
+//! One WebSocket connection (PROTOCOL.md 4.2): a reader that handles ops and a
+//! writer that drains one bounded queue. The queue is the only buffer: when live
+//! traffic overflows it, the connection is closed with 1008 `slow consumer`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
+use meshrelay_protocol::hexfmt::decode_fixed;
+use meshrelay_protocol::keys::auth_message;
+use meshrelay_protocol::ws::{out, ClientFrame};
+use meshrelay_protocol::{ErrorCode, Filter, ProtocolError, PublicKey};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{CloseReason, Conn};
+use crate::ingest::ingest;
+use crate::state::AppState;
+
+/// Publishes one connection may have in flight; more wait for a slot, which
+/// back-pressures the client instead of buffering without bound.
+const MAX_INFLIGHT_PUBLISHES: usize = 256;
+/// How long a close frame may take to reach a client that is not reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upgrade to the WebSocket protocol of PROTOCOL.md 4.2.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    responses((status = 101, description = "Switching to the meshrelay WebSocket protocol"))
+)]
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let max = crate::http::max_body_bytes(state.settings.limits.max_content_bytes);
+    let tracker = state.ws_tasks.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracker.track_future(connection(socket, state)))
+}
+
+async fn connection(socket: WebSocket, state: AppState) {
+    let (sink, mut stream) = socket.split();
+    let bound = state.settings.ws_queue_bound();
+    let (tx, rx) = mpsc::channel::<Message>(bound);
+    let conn = state.hub.register(tx.clone(), bound);
+    let challenge = hex::encode(rand::random::<[u8; 32]>());
+    let hello = out::hello(
+        &state.node_hex(),
+        &challenge,
+        &crate::http::ops::limits_json(&state),
+    );
+    let _ = tx.try_send(Message::text(hello));
+    let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), state.shutdown.clone()));
+
+    let shutdown = state.shutdown.clone();
+    let mut session = Session {
+        state,
+        conn: conn.clone(),
+        tx,
+        challenge,
+        pubkey: None,
+        inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_PUBLISHES)),
+    };
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => session.handle(text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => {
+                    session.send_error(ProtocolError::bad_request("frames are JSON text, not binary"), None).await
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            },
+            _ = conn.kill.cancelled() => break,
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    session.state.hub.unregister(&conn);
+    // Let publishes already accepted for storage finish before the queue closes.
+    let _ = session
+        .inflight
+        .acquire_many(MAX_INFLIGHT_PUBLISHES as u32)
+        .await;
+    drop(session);
+    conn.kill.cancel();
+    let _ = writer.await;
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    conn: Arc<Conn>,
+    shutdown: CancellationToken,
+) {
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    let ending = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Some(close(1001, "server shutting down")),
+            _ = conn.kill.cancelled() => break None,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break None };
+                tokio::select! {
+                    r = sink.send(msg) => if r.is_err() { return },
+                    _ = conn.kill.cancelled() => break None,
+                    _ = shutdown.cancelled() => break Some(close(1001, "server shutting down")),
+                }
+            }
+        }
+    };
+    let ending = ending.or_else(|| {
+        conn.close_reason()
+            .map(|CloseReason::SlowConsumer| close(1008, "slow consumer"))
+    });
+    if let Some(frame) = ending {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(frame)).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
+
+/// The reader's state for one connection.
+struct Session {
+    state: AppState,
+    conn: Arc<Conn>,
+    tx: mpsc::Sender<Message>,
+    /// The random challenge of our hello, signed by a client to authenticate.
+    challenge: String,
+    /// The key the client proved, once it authenticated.
+    pubkey: Option<String>,
+    inflight: Arc<Semaphore>,
+}
+
+impl Session {
+    async fn send(&self, text: String) {
+        let _ = self.tx.send(Message::text(text)).await;
+    }
+
+    async fn send_error(&self, err: ProtocolError, reference: Option<&str>) {
+        self.send(out::error(&err, reference)).await;
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let frame = match ClientFrame::parse(text) {
+            Ok(f) => f,
+            Err(e) => return self.send_error(e.error, e.reference.as_deref()).await,
+        };
+        match frame {
+            ClientFrame::Ping => self.send(out::pong()).await,
+            ClientFrame::Auth { pubkey, sig } => self.auth(pubkey, &sig).await,
+            ClientFrame::Publish { payload } => self.publish(payload.get().to_owned()).await,
+            ClientFrame::Subscribe { sub, filters } => self.subscribe(sub, filters).await,
+            ClientFrame::Unsubscribe { sub } => {
+                let reason = if self.state.hub.end_subscription(&self.conn, &sub) {
+                    "unsubscribed"
+                } else {
+                    "unknown"
+                };
+                self.send(out::closed(&sub, reason)).await
+            }
+            ClientFrame::Signal {
+                channel,
+                kind,
+                data,
+            } => match &self.pubkey {
+                Some(from) => self
+                    .state
+                    .hub
+                    .signal(self.conn.id, from, &channel, &kind, &data),
+                None => {
+                    let err =
+                        ProtocolError::new(ErrorCode::AuthRequired, "signals need auth first");
+                    self.send_error(err, Some("signal")).await
+                }
+            },
+        }
+    }
+
+    async fn auth(&mut self, pubkey: String, sig: &str) {
+        let node = self.state.node_hex();
+        let message = auth_message(&node, &self.challenge);
+        let verified = PublicKey::from_hex(&pubkey).and_then(|key| {
+            let sig = decode_fixed::<64>(sig, "sig")?;
+            if key.verify(message.as_bytes(), &sig) {
+                Ok(())
+            } else {
+                Err("signature does not verify over this connection's challenge".into())
+            }
+        });
+        match verified {
+            Ok(()) => {
+                self.send(out::auth_ok(&pubkey)).await;
+                self.pubkey = Some(pubkey);
+            }
+            Err(why) => {
+                self.send_error(ProtocolError::new(ErrorCode::AuthFailed, why), Some("auth"))
+                    .await
+            }
+        }
+    }
+
+    /// Publishes run as their own tasks so one connection can keep many in
+    /// flight (answers carry the id, so their order does not matter).
+    async fn publish(&self, raw: String) {
+        let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let state = self.state.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let answer = match ingest(&state, &raw, "ws").await {
+                Ok(a) => out::ok_accepted(&a.id, a.duplicate),
+                Err(e) => {
+                    #[derive(serde::Deserialize)]
+                    struct IdOnly {
+                        id: String,
+                    }
+                    let id = serde_json::from_str::<IdOnly>(&raw).ok().map(|x| x.id);
+                    out::ok_refused(id.as_deref(), &e)
+                }
+            };
+            let _ = tx.send(Message::text(answer)).await;
+            drop(permit);
+        });
+    }
+
+    async fn subscribe(&self, sub: String, filters: Vec<Filter>) {
+        let settings = &self.state.settings;
+        if !self.conn.has_subscription(&sub)
+            && self.conn.subscription_count() >= settings.max_subscriptions
+        {
+            let err = ProtocolError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "at most {} subscriptions per connection",
+                    settings.max_subscriptions
+                ),
+            );
+            return self.send_error(err, Some(&sub)).await;
+        }
+        if filters.len() > settings.max_filters {
+            let err = ProtocolError::bad_request(format!(
+                "at most {} filters per subscription",
+                settings.max_filters
+            ));
+            return self.send_error(err, Some(&sub)).await;
+        }
+        let hub = &self.state.hub;
+        hub.begin_subscription(&self.conn, &sub, filters.clone());
+
+        // Stored matches, newest first, each filter up to its own limit.
+        let mut rows = Vec::new();
+        for f in &filters {
+            let limit = f.limit.unwrap_or(100).min(u64::from(settings.max_limit)) as u32;
+            if limit == 0 {
+                continue;
+            }
+            match self.state.store.query(f, None, limit).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => {
+                    tracing::error!(error = ?e, "subscription backfill failed");
+                    hub.end_subscription(&self.conn, &sub);
+                    let err =
+                        ProtocolError::new(ErrorCode::Internal, "stored results could not be read");
+                    return self.send_error(err, Some(&sub)).await;
+                }
+            }
+        }
+        rows.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let mut sent = HashSet::new();
+        for row in rows {
+            if sent.insert(row.id.clone()) {
+                self.send(out::payload(&sub, &row.json)).await;
+            }
+        }
+        self.send(out::eose(&sub)).await;
+        hub.go_live(&self.conn, &sub, &sent);
+    }
+}
