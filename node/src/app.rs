@@ -27,7 +27,7 @@ pub struct Application {
 
 impl Application {
     /// Open everything the node needs and bind its listener (port 0 picks one).
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
         let node_key = crate::node_key::load_or_create(&settings.node_key_path())?;
@@ -43,6 +43,9 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("binding listen address {}", settings.listen))?;
+        if !settings.public_url_explicit {
+            settings.public_url = format!("http://{}", listener.local_addr()?);
+        }
         let state = AppState {
             hub: Arc::new(Hub::new(metrics.clone())),
             settings: Arc::new(settings),

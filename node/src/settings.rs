@@ -72,6 +72,9 @@ pub struct Settings {
     pub database_url: String,
     /// Where peers and clients reach this node, without a trailing `/`.
     pub public_url: String,
+    /// False when `public_url` was derived from `listen`, so it can follow the
+    /// port actually bound when `listen` asks for port 0.
+    pub public_url_explicit: bool,
     pub admin_token: Option<String>,
     pub seed_peers: Vec<String>,
     pub subscribe: Subscribe,
@@ -178,6 +181,7 @@ impl Settings {
                 "setting database_url: {database_url:?} is neither sqlite://... nor postgres://..."
             );
         }
+        let public_url_explicit = raw.public_url.is_some();
         let public_url = raw
             .public_url
             .unwrap_or_else(|| format!("http://{}", raw.listen))
@@ -204,6 +208,7 @@ impl Settings {
             data_dir: raw.data_dir,
             database_url,
             public_url,
+            public_url_explicit,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
             seed_peers: raw
                 .seed_peers

@@ -1,0 +1,6 @@
+//! Integration tests of the client API: the real router on a random port, talked
+//! to over HTTP and WebSocket exactly as a client would.
+
+mod helpers;
+mod http;
+mod ws;
