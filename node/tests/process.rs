@@ -1,0 +1,396 @@
+//! Tests of the real `meshrelay` binary as operators and clients run it:
+//! zero-configuration start, SIGTERM draining, `kill -9` durability on both
+//! backends, bad settings, and the CLI tour of the README.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use meshrelay_protocol::payload::Draft;
+use meshrelay_protocol::{NodeKey, Payload};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshrelay");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `meshrelay` command with no `MESHRELAY_*` variables inherited.
+fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MESHRELAY_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    async fn start(dir: &Path, vars: &[(&str, &str)]) -> Node {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
+        let mut cmd = command(dir);
+        cmd.arg("serve")
+            .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let node = Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", node.base)).await {
+                if r.status() == 200 {
+                    return node;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not become ready; see {}",
+                dir.join("node.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    async fn wait(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("node did not exit within 30 s")
+            .unwrap()
+    }
+
+    async fn json(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn a_node_starts_with_zero_configuration_and_keeps_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await;
+    assert!(dir.path().join("data/meshrelay.db").exists());
+    assert!(dir.path().join("data/node.key").exists());
+    let (_, info) = node.json("/v1/info").await;
+    node.signal("-TERM");
+    assert!(node.wait().await.success());
+    let again = Node::start(dir.path(), &[]).await;
+    let (_, info2) = again.json("/v1/info").await;
+    assert_eq!(
+        info["node"], info2["node"],
+        "the node key is generated once"
+    );
+    again.signal("-TERM");
+    assert!(again.wait().await.success());
+}
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await;
+    let url = format!("{}/v1/ws", node.base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(
+        json!({"op": "subscribe", "sub": "s", "filters": [{}]}).to_string(),
+    ))
+    .await
+    .unwrap();
+    node.signal("-TERM");
+    let mut code = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        if let Message::Close(frame) = msg {
+            code = frame.map(|f| f.code);
+            break;
+        }
+    }
+    assert_eq!(code, Some(CloseCode::Away));
+    assert!(node.wait().await.success());
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("serve")
+        .env("MESHRELAY_SUBSCRIBE", "everything")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("subscribe"), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is created for a bad configuration"
+    );
+}
+
+/// Publish over several WebSockets until `kill -9`, then check every
+/// acknowledged payload is held after a restart.
+async fn acknowledged_payloads_survive_kill_9(vars: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), vars).await;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let url = format!("{}/v1/ws", node.base.replace("http://", "ws://"));
+    let mut publishers = Vec::new();
+    for _ in 0..6 {
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let acked = acked.clone();
+        publishers.push(tokio::spawn(async move {
+            let (mut tx, mut rx) = ws.split();
+            let key = NodeKey::generate();
+            let sender = tokio::spawn(async move {
+                for seq in 1..=100_000u64 {
+                    let p = Payload::sign(
+                        &key,
+                        Draft {
+                            seq,
+                            prev: (seq > 1).then(|| "ab".repeat(32)),
+                            created_at: 1_763_800_000,
+                            kind: "post".into(),
+                            channel: "durable".into(),
+                            tags: vec![],
+                            content: format!("payload {seq}"),
+                        },
+                    );
+                    let frame = json!({"op": "publish", "payload": p}).to_string();
+                    if tx.send(Message::text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            while let Some(Ok(Message::Text(t))) = rx.next().await {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["op"] == "ok" && v["accepted"] == true {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push(v["id"].as_str().unwrap().to_string());
+                }
+            }
+            sender.abort();
+        }));
+    }
+    // Kill while acknowledgements are streaming in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 2000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.signal("-KILL");
+    node.wait().await;
+    for p in publishers {
+        let _ = p.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 100,
+        "too few acknowledgements to mean anything: {}",
+        acked.len()
+    );
+
+    let node = Node::start(dir.path(), vars).await;
+    let client = reqwest::Client::new();
+    let mut missing = Vec::new();
+    for id in &acked {
+        let r = client
+            .get(format!("{}/v1/payloads/{id}", node.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            missing.push(id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged payloads lost",
+        missing.len(),
+        acked.len()
+    );
+    node.signal("-TERM");
+    assert!(node.wait().await.success());
+}
+
+#[tokio::test]
+async fn acknowledged_payloads_survive_kill_9_on_sqlite() {
+    acknowledged_payloads_survive_kill_9(&[]).await;
+}
+
+#[tokio::test]
+async fn acknowledged_payloads_survive_kill_9_on_postgres() {
+    let base = std::env::var("MESHRELAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("meshrelay_proc_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let admin = meshrelay_store::Store::connect(&base)
+        .await
+        .expect("PostgreSQL is needed");
+    admin
+        .execute_raw(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    acknowledged_payloads_survive_kill_9(&[("MESHRELAY_DATABASE_URL", &url)]).await;
+    admin
+        .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = command(dir).args(args).output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_tour_publishes_a_chain_and_watches_it_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await;
+    let relay = node.base.as_str();
+    let (ok, _, err) = cli(dir.path(), &["migrate"]).await;
+    assert!(ok, "{err}");
+    let (ok, public, _) = cli(dir.path(), &["keygen", "--out", "alice.key"]).await;
+    assert!(ok);
+    let author = public.trim().to_string();
+    assert!(
+        !cli(dir.path(), &["keygen", "--out", "alice.key"]).await.0,
+        "keygen never overwrites a key"
+    );
+
+    let (ok, out, err) = cli(
+        dir.path(),
+        &[
+            "publish",
+            "--relay",
+            relay,
+            "--key",
+            "alice.key",
+            "--channel",
+            "plural/updates",
+            "--tag",
+            "t=rust",
+            "hello mesh",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("stored\tseq 1"), "{out}");
+
+    // Watch with `subscribe`, then publish the second entry.
+    let mut watcher = command(dir.path())
+        .args([
+            "subscribe",
+            "--relay",
+            relay,
+            "--channel",
+            "plural/*",
+            "--count",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut watcher_err = BufReader::new(watcher.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), watcher_err.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(line.unwrap_or_default().contains("end of stored payloads"));
+
+    let (ok, out, err) = cli(
+        dir.path(),
+        &[
+            "publish",
+            "--relay",
+            relay,
+            "--key",
+            "alice.key",
+            "--channel",
+            "plural/updates",
+            "second",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("stored\tseq 2"), "{out}");
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let live: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(live["content"], "second");
+    assert_eq!(live["seq"], 2);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), watcher.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+
+    let (_, log) = node.json(&format!("/v1/authors/{author}/log")).await;
+    let log = log["payloads"].as_array().unwrap().clone();
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        log[1]["prev"], log[0]["id"],
+        "publish chains seq 2 to seq 1"
+    );
+
+    let (ok, out, _) = cli(dir.path(), &["query", "--relay", relay, "--tag", "t=rust"]).await;
+    assert!(ok);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["content"], "hello mesh");
+    node.signal("-TERM");
+    assert!(node.wait().await.success());
+}
