@@ -1,0 +1,204 @@
+//! Ingest: P WebSocket publishers, each keeping W publishes in flight, send
+//! pre-signed payloads; measured are accepted payloads per second and the
+//! time from sending a publish to receiving its `ok` (which the node sends
+//! only after the durable commit).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use meshrelay_protocol::payload::Draft;
+use meshrelay_protocol::{NodeKey, Payload};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::node::Node;
+use crate::stats::{quantile, spread};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Concurrent WebSocket publishers.
+    #[arg(long, default_value_t = 32)]
+    publishers: usize,
+    /// Payloads per publisher in each measured run.
+    #[arg(long, default_value_t = 2000)]
+    per_publisher: usize,
+    /// Publishes each publisher keeps in flight.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Content bytes per payload.
+    #[arg(long, default_value_t = 200)]
+    content_bytes: usize,
+    /// `MESHRELAY_DATABASE_URL` for the node (default: SQLite in its data dir).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// Pre-sign every publisher's frames so signing is not measured.
+fn presign(
+    publishers: usize,
+    per: usize,
+    content_bytes: usize,
+    run: usize,
+) -> Vec<Vec<(String, String)>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let content = "x".repeat(content_bytes);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..publishers)
+            .map(|i| {
+                let content = &content;
+                s.spawn(move || {
+                    let key = NodeKey::generate();
+                    (1..=per as u64)
+                        .map(|seq| {
+                            let p = Payload::sign(
+                                &key,
+                                Draft {
+                                    seq,
+                                    prev: (seq > 1).then(|| "ab".repeat(32)),
+                                    created_at: now,
+                                    kind: "post".into(),
+                                    channel: format!("bench/{run}/{i}"),
+                                    tags: vec![vec!["t".into(), "bench".into()]],
+                                    content: content.clone(),
+                                },
+                            );
+                            let frame = json!({"op": "publish", "payload": p}).to_string();
+                            (p.id, frame)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+struct RunResult {
+    rate: f64,
+    latencies_ms: Vec<f64>,
+}
+
+async fn publisher(
+    url: String,
+    frames: Vec<(String, String)>,
+    window: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let (ws, _) = tokio_tungstenite::connect_async(&url).await?;
+    let (mut tx, mut rx) = ws.split();
+    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(frames.len());
+    let mut latencies = Vec::with_capacity(frames.len());
+    let mut next = 0;
+    let total = frames.len();
+    let mut frames = frames.into_iter();
+    while latencies.len() < total {
+        while next < total && next - latencies.len() < window {
+            let (id, frame) = frames.next().expect("counted");
+            sent_at.insert(id, Instant::now());
+            tx.send(Message::text(frame)).await?;
+            next += 1;
+        }
+        let msg = tokio::time::timeout(Duration::from_secs(60), rx.next())
+            .await
+            .context("no answer within 60 s")?
+            .context("connection closed")??;
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t)?;
+            if v["op"] != "ok" {
+                continue;
+            }
+            if v["accepted"] != true {
+                bail!("publish refused: {v}");
+            }
+            let id = v["id"].as_str().unwrap_or_default();
+            if let Some(t0) = sent_at.remove(id) {
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let _ = tx.close().await;
+    Ok(latencies)
+}
+
+async fn one_run(
+    node: &Node,
+    frames: Vec<Vec<(String, String)>>,
+    window: usize,
+) -> anyhow::Result<RunResult> {
+    let total: usize = frames.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let tasks: Vec<_> = frames
+        .into_iter()
+        .map(|f| tokio::spawn(publisher(node.ws_url(), f, window)))
+        .collect();
+    let mut latencies_ms = Vec::with_capacity(total);
+    for t in tasks {
+        latencies_ms.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    Ok(RunResult {
+        rate: total as f64 / secs,
+        latencies_ms,
+    })
+}
+
+pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
+    let mut vars = Vec::new();
+    if let Some(url) = &args.database_url {
+        vars.push(("MESHRELAY_DATABASE_URL", url.clone()));
+    }
+    let node = Node::start(bin, &vars).await?;
+    // Warm-up: connections, caches, the database's first pages.
+    let warm = presign(
+        args.publishers,
+        (args.per_publisher / 10).max(10),
+        args.content_bytes,
+        0,
+    );
+    one_run(&node, warm, args.window).await?;
+
+    let mut rates = Vec::new();
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    for run in 1..=runs.max(1) {
+        let frames = presign(args.publishers, args.per_publisher, args.content_bytes, run);
+        let r = one_run(&node, frames, args.window).await?;
+        eprintln!(
+            "ingest run {run}: {:.0} payloads/s, p50 {:.1} ms, p99 {:.1} ms",
+            r.rate,
+            quantile(&r.latencies_ms, 0.5),
+            quantile(&r.latencies_ms, 0.99)
+        );
+        rates.push(r.rate);
+        p50.push(quantile(&r.latencies_ms, 0.5));
+        p99.push(quantile(&r.latencies_ms, 0.99));
+    }
+    let rss = node.rss_kib();
+    node.stop().await?;
+    let rate = spread(&rates);
+    let out = json!({
+        "scenario": "ingest",
+        "backend": if args.database_url.is_some() { "postgres" } else { "sqlite" },
+        "publishers": args.publishers,
+        "payloads_per_run": args.publishers * args.per_publisher,
+        "window": args.window,
+        "content_bytes": args.content_bytes,
+        "runs": runs,
+        "payloads_per_sec": rate,
+        "p50_ms": spread(&p50),
+        "p99_ms": spread(&p99),
+        "node_rss_kib_after": rss,
+    });
+    println!("{out}");
+    eprintln!(
+        "ingest: median {:.0} payloads/s (min {:.0}, max {:.0}) with {} publishers; p50 {:.1} ms, p99 {:.1} ms",
+        rate.median, rate.min, rate.max, args.publishers, spread(&p50).median, spread(&p99).median
+    );
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `meshrelay-bench`: reproducible load scenarios against real `meshrelay`
+//! processes with fresh data directories. Each scenario prints one JSON line
+//! (machine-readable) and a human summary on standard error.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod ingest;
+mod node;
+mod stats;
+
+#[derive(Debug, Parser)]
+#[command(name = "meshrelay-bench", about = "Load scenarios for meshrelay")]
+struct Cli {
+    /// The `meshrelay` binary to start (default: next to this one).
+    #[arg(long, global = true)]
+    node_bin: Option<PathBuf>,
+    /// Measured runs; the result is their median, with min and max.
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Concurrent WebSocket publishers of pre-signed payloads: accepted/s and
+    /// publish-to-ack latency.
+    Ingest(ingest::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let node_bin = match cli.node_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("meshrelay"),
+    };
+    anyhow::ensure!(
+        node_bin.exists(),
+        "no meshrelay binary at {}; build it (cargo build --release -p meshrelay) or pass --node-bin",
+        node_bin.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.scenario {
+            Scenario::Ingest(args) => ingest::run(&node_bin, cli.runs, args).await,
+        }
+    })
+}
