@@ -1,7 +1,10 @@
 -- Payloads, their tags, author deletes and blocked authors (PROTOCOL.md 2).
 -- Text columns use the "C" collation so channel prefix ranges compare bytes.
 CREATE TABLE payloads (
-    id          TEXT    COLLATE "C" PRIMARY KEY NOT NULL,
+    -- Insertion order. Tags point here, not at `id`: an index on a random
+    -- hash dirties a random page per row, one on rid only its last page.
+    rid         BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          TEXT    COLLATE "C" NOT NULL UNIQUE,
     author      TEXT    COLLATE "C" NOT NULL,
     seq         BIGINT  NOT NULL,
     created_at  BIGINT  NOT NULL,
@@ -20,12 +23,12 @@ CREATE INDEX payloads_by_channel ON payloads (channel, created_at);
 
 -- One row per tag with a value; value is bytes because tag strings may hold NUL.
 CREATE TABLE payload_tags (
-    payload_id TEXT  COLLATE "C" NOT NULL,
+    rid        BIGINT NOT NULL,
     name       TEXT  COLLATE "C" NOT NULL,
     value      BYTEA NOT NULL
 );
 CREATE INDEX payload_tags_by_value ON payload_tags (name, value);
-CREATE INDEX payload_tags_by_payload ON payload_tags (payload_id);
+CREATE INDEX payload_tags_by_payload ON payload_tags (rid);
 
 -- What each delete names, kept so a payload arriving after its delete is hidden too.
 CREATE TABLE deletions (

@@ -1,6 +1,9 @@
 -- Payloads, their tags, author deletes and blocked authors (PROTOCOL.md 2).
 CREATE TABLE payloads (
-    id          TEXT    PRIMARY KEY NOT NULL,
+    -- Insertion order. Tags point here, not at `id`: an index on a random
+    -- hash dirties a random page per row, one on rid only its last page.
+    rid         INTEGER PRIMARY KEY,
+    id          TEXT    NOT NULL UNIQUE,
     author      TEXT    NOT NULL,
     seq         INTEGER NOT NULL,
     created_at  INTEGER NOT NULL,
@@ -19,12 +22,12 @@ CREATE INDEX payloads_by_channel ON payloads (channel, created_at);
 
 -- One row per tag with a value; value is bytes because tag strings may hold NUL.
 CREATE TABLE payload_tags (
-    payload_id TEXT NOT NULL,
+    rid        INTEGER NOT NULL,
     name       TEXT NOT NULL,
     value      BLOB NOT NULL
 );
 CREATE INDEX payload_tags_by_value ON payload_tags (name, value);
-CREATE INDEX payload_tags_by_payload ON payload_tags (payload_id);
+CREATE INDEX payload_tags_by_payload ON payload_tags (rid);
 
 -- What each delete names, kept so a payload arriving after its delete is hidden too.
 CREATE TABLE deletions (

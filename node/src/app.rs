@@ -9,7 +9,6 @@ use anyhow::Context;
 use axum::Router;
 use meshrelay_store::{Store, Writer, WriterConfig};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,7 +21,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
-    writer_task: JoinHandle<()>,
+    writer_task: meshrelay_store::WriterTask,
 }
 
 impl Application {
@@ -39,6 +38,12 @@ impl Application {
             .await
             .context("applying database migrations")?;
         let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let checkpointer = store
+            .spawn_checkpointer(async move {
+                let _ = stop_rx.await;
+            })
+            .map(|task| (stop_tx, task));
         let metrics = Arc::new(Metrics::default());
         let listener = TcpListener::bind(&settings.listen)
             .await
@@ -57,8 +62,10 @@ impl Application {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
+            keys: moka::sync::Cache::new(50_000),
             shutdown: CancellationToken::new(),
             ws_tasks: TaskTracker::new(),
+            checkpointer: Arc::new(std::sync::Mutex::new(checkpointer)),
         };
         let (router, _api) = crate::http::router(state.clone());
         Ok(Self {
@@ -117,6 +124,7 @@ impl Application {
             tracing::warn!("WebSocket connections did not close within 20 s");
         }
         let store = state.store.clone();
+        let checkpointer = state.checkpointer.lock().expect("lock").take();
         drop(state);
         // The writer ends once every handle is gone, after committing its queue.
         if tokio::time::timeout(Duration::from_secs(30), writer_task)
@@ -124,6 +132,10 @@ impl Application {
             .is_err()
         {
             tracing::warn!("the writer did not finish within 30 s");
+        }
+        if let Some((stop, task)) = checkpointer {
+            let _ = stop.send(());
+            let _ = task.await;
         }
         store.close().await;
         tracing::info!("stopped");

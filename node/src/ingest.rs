@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshrelay_protocol::{ErrorCode, Payload, ProtocolError};
+use meshrelay_protocol::{ErrorCode, Payload, ProtocolError, PublicKey};
 use meshrelay_store::WriteOutcome;
 
 use crate::hub::Fresh;
@@ -47,8 +47,20 @@ pub async fn ingest(
     result
 }
 
+/// Decode an author key through the node's cache of decoded keys.
+fn decode_key_cached(state: &AppState, hex: &str) -> Result<PublicKey, String> {
+    if let Some(key) = state.keys.get(hex) {
+        return Ok(key);
+    }
+    let key = PublicKey::from_hex(hex)?;
+    state.keys.insert(hex.to_string(), key);
+    Ok(key)
+}
+
 async fn ingest_inner(state: &AppState, text: &str) -> Result<Accepted, ProtocolError> {
-    let payload = Payload::from_json(text, &state.settings.limits, unix_now())?;
+    let payload = Payload::from_json_with_keys(text, &state.settings.limits, unix_now(), |hex| {
+        decode_key_cached(state, hex)
+    })?;
     if state.seen.contains_key(&payload.id) {
         return Ok(Accepted {
             id: payload.id,

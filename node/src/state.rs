@@ -23,10 +23,23 @@ pub struct AppState {
     pub node_key: Arc<NodeKey>,
     /// Ids known to be stored, so repeats skip the writer (they are still verified first).
     pub seen: moka::sync::Cache<String, ()>,
+    /// Author keys already decoded (a point decompression each), by hex.
+    pub keys: moka::sync::Cache<String, meshrelay_protocol::PublicKey>,
     /// Cancelled on SIGTERM/SIGINT: WebSockets close with 1001, loops stop.
     pub shutdown: CancellationToken,
     /// WebSocket tasks, awaited on shutdown so none is cut off mid-write.
     pub ws_tasks: TaskTracker,
+    /// SQLite's background WAL checkpointer and the sender that stops it,
+    /// taken by the shutdown sequence after the writer has finished.
+    #[allow(clippy::type_complexity)]
+    pub checkpointer: Arc<
+        std::sync::Mutex<
+            Option<(
+                tokio::sync::oneshot::Sender<()>,
+                tokio::task::JoinHandle<()>,
+            )>,
+        >,
+    >,
 }
 
 impl AppState {

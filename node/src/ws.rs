@@ -109,8 +109,23 @@ async fn write_loop(
             _ = conn.kill.cancelled() => break None,
             msg = rx.recv() => {
                 let Some(msg) = msg else { break None };
+                // Write what is queued already, then flush once: one syscall
+                // for a burst of frames instead of one per frame.
+                let mut burst = vec![msg];
+                while burst.len() < 64 {
+                    match rx.try_recv() {
+                        Ok(m) => burst.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let write = async {
+                    for m in burst {
+                        sink.feed(m).await?;
+                    }
+                    sink.flush().await
+                };
                 tokio::select! {
-                    r = sink.send(msg) => if r.is_err() { return },
+                    r = write => if r.is_err() { return },
                     _ = conn.kill.cancelled() => break None,
                     _ = shutdown.cancelled() => break Some(close(1001, "server shutting down")),
                 }

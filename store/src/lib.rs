@@ -13,7 +13,7 @@ mod queries;
 pub mod writer;
 
 pub use queries::{Cursor, LogPage, StoredRow};
-pub use writer::{WriteOutcome, Writer, WriterConfig};
+pub use writer::{WriteOutcome, Writer, WriterConfig, WriterTask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,8 +75,10 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                .pragma("cache_size", "-32768")
-                .pragma("temp_store", "memory");
+                .pragma("cache_size", "-131072")
+                .pragma("mmap_size", "1073741824")
+                .pragma("temp_store", "memory")
+                .pragma("wal_autocheckpoint", "0");
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .min_connections(1)
@@ -98,6 +100,41 @@ impl Store {
         } else {
             Err(Error::UnsupportedUrl(url.to_string()))
         }
+    }
+
+    /// SQLite only: fold the write-ahead log back into the database every
+    /// second from a connection of its own. Writers never checkpoint (the
+    /// pool turns `wal_autocheckpoint` off), so a commit never waits for it;
+    /// a PASSIVE checkpoint runs beside the writer without blocking it.
+    /// The task ends when `stop` resolves.
+    pub fn spawn_checkpointer(
+        &self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let Pool::Sqlite(pool) = &self.pool else {
+            return None;
+        };
+        let pool = pool.clone();
+        Some(tokio::spawn(async move {
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(error = ?e, "WAL checkpoint failed");
+                }
+            }
+            // Leave a small WAL behind on a clean stop.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&pool)
+                .await;
+        }))
     }
 
     /// Apply the migrations of this backend that are not applied yet.

@@ -124,11 +124,9 @@ where
             if values.is_empty() {
                 return false;
             }
-            qb.push(
-                " AND EXISTS (SELECT 1 FROM payload_tags t WHERE t.payload_id = p.id AND t.name = ",
-            )
-            .push_bind(name.clone())
-            .push(" AND t.value IN (");
+            qb.push(" AND EXISTS (SELECT 1 FROM payload_tags t WHERE t.rid = p.rid AND t.name = ")
+                .push_bind(name.clone())
+                .push(" AND t.value IN (");
             let mut sep = qb.separated(", ");
             for v in values {
                 sep.push_bind(v.as_bytes().to_vec());
