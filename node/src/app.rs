@@ -37,6 +37,7 @@ impl Application {
             .migrate()
             .await
             .context("applying database migrations")?;
+        let scheduler = Arc::new(crate::jobs::build_scheduler(&settings, &store)?);
         let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let checkpointer = store
@@ -66,6 +67,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             ws_tasks: TaskTracker::new(),
             checkpointer: Arc::new(std::sync::Mutex::new(checkpointer)),
+            scheduler,
         };
         let (router, _api) = crate::http::router(state.clone());
         Ok(Self {
@@ -101,6 +103,9 @@ impl Application {
             writer_task,
         } = self;
         let shutdown = state.shutdown.clone();
+        let scheduler_task = state
+            .scheduler
+            .start_except(&state.settings.disabled_jobs, shutdown.clone());
         tracing::info!(
             listen = %listener.local_addr()?,
             node = %state.node_hex(),
@@ -116,6 +121,12 @@ impl Application {
         .await
         .context("serving the public listener")?;
         tracing::info!("draining");
+        if tokio::time::timeout(Duration::from_secs(30), scheduler_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a scheduled job did not finish within 30 s");
+        }
         state.ws_tasks.close();
         if tokio::time::timeout(Duration::from_secs(20), state.ws_tasks.wait())
             .await

@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod jobs;
 pub mod metrics;
 pub mod node_key;
 pub mod settings;

@@ -61,6 +61,11 @@ struct Raw {
     max_subscriptions: usize,
     max_filters: usize,
     log_format: String,
+    optimize_schedule: String,
+    retention_days: u32,
+    deleted_grace_days: u32,
+    job_history: u32,
+    disabled_jobs: Option<ListSetting>,
 }
 
 /// The node's resolved settings.
@@ -97,6 +102,17 @@ pub struct Settings {
     /// Filters one subscription may carry.
     pub max_filters: usize,
     pub log_format: String,
+    /// When the `optimize` job refreshes the database's planner statistics.
+    pub optimize_schedule: String,
+    /// Payloads created longer ago than this are pruned; None keeps everything.
+    pub retention_days: Option<u32>,
+    /// How long a deleted (or operator-removed) payload is kept hidden before
+    /// `prune` purges it.
+    pub deleted_grace_days: u32,
+    /// Runs kept in the history of each job.
+    pub job_history: u32,
+    /// Jobs that are registered but never scheduled (they still run on demand).
+    pub disabled_jobs: Vec<String>,
 }
 
 const DEFAULTS: &[(&str, &str)] = &[
@@ -121,6 +137,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("max_subscriptions", "32"),
     ("max_filters", "10"),
     ("log_format", "text"),
+    ("optimize_schedule", "0 0 4 * * *"),
+    ("retention_days", "0"),
+    ("deleted_grace_days", "7"),
+    ("job_history", "50"),
 ];
 
 impl Settings {
@@ -190,6 +210,14 @@ impl Settings {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("setting public_url: {public_url:?} must start with http:// or https://");
         }
+        for (name, value) in [
+            ("poll_schedule", &raw.poll_schedule),
+            ("sync_schedule", &raw.sync_schedule),
+            ("prune_schedule", &raw.prune_schedule),
+            ("optimize_schedule", &raw.optimize_schedule),
+        ] {
+            meshrelay_scheduler::parse_schedule(name, value)?;
+        }
         if raw.max_limit == 0 {
             bail!("setting max_limit: must be at least 1");
         }
@@ -234,6 +262,14 @@ impl Settings {
             max_subscriptions: raw.max_subscriptions,
             max_filters: raw.max_filters,
             log_format: raw.log_format,
+            optimize_schedule: raw.optimize_schedule,
+            retention_days: (raw.retention_days > 0).then_some(raw.retention_days),
+            deleted_grace_days: raw.deleted_grace_days,
+            job_history: raw.job_history.max(1),
+            disabled_jobs: raw
+                .disabled_jobs
+                .map(ListSetting::into_vec)
+                .unwrap_or_default(),
         })
     }
 

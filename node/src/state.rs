@@ -29,6 +29,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket tasks, awaited on shutdown so none is cut off mid-write.
     pub ws_tasks: TaskTracker,
+    /// Periodic jobs; the admin API lists and triggers them.
+    pub scheduler: Arc<meshrelay_scheduler::Scheduler>,
     /// SQLite's background WAL checkpointer and the sender that stops it,
     /// taken by the shutdown sequence after the writer has finished.
     #[allow(clippy::type_complexity)]

@@ -256,18 +256,7 @@ async fn acknowledged_payloads_survive_kill_9_on_sqlite() {
 
 #[tokio::test]
 async fn acknowledged_payloads_survive_kill_9_on_postgres() {
-    let base = std::env::var("MESHRELAY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let schema = format!("meshrelay_proc_{}", hex::encode(rand::random::<[u8; 6]>()));
-    let admin = meshrelay_store::Store::connect(&base)
-        .await
-        .expect("PostgreSQL is needed");
-    admin
-        .execute_raw(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let (admin, url, schema) = pg_schema("meshrelay_proc").await;
     acknowledged_payloads_survive_kill_9(&[("MESHRELAY_DATABASE_URL", &url)]).await;
     admin
         .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
@@ -393,4 +382,64 @@ async fn the_cli_tour_publishes_a_chain_and_watches_it_arrive() {
     assert_eq!(rows[0]["content"], "hello mesh");
     node.signal("-TERM");
     assert!(node.wait().await.success());
+}
+
+/// A fresh PostgreSQL schema, and the database URL that uses it.
+async fn pg_schema(prefix: &str) -> (meshrelay_store::Store, String, String) {
+    let base = std::env::var("MESHRELAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("{prefix}_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let admin = meshrelay_store::Store::connect(&base)
+        .await
+        .expect("PostgreSQL is needed");
+    admin
+        .execute_raw(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    (admin, url, schema)
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres_database_run_each_tick_of_a_job_once() {
+    let (admin, url, schema) = pg_schema("meshrelay_cluster").await;
+    let store = meshrelay_store::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let vars = [
+        ("MESHRELAY_DATABASE_URL", url.as_str()),
+        ("MESHRELAY_PRUNE_SCHEDULE", "* * * * * *"),
+        ("MESHRELAY_JOB_HISTORY", "1000"),
+    ];
+    let a = Node::start(dir_a.path(), &vars).await;
+    let b = Node::start(dir_b.path(), &vars).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    a.signal("-TERM");
+    b.signal("-TERM");
+    assert!(a.wait().await.success());
+    assert!(b.wait().await.success());
+
+    let runs = store.recent_runs("prune", 1000).await.unwrap();
+    let mut ticks: Vec<i64> = runs.iter().filter_map(|r| r.scheduled_for).collect();
+    ticks.sort();
+    let before = ticks.len();
+    ticks.dedup();
+    assert_eq!(before, ticks.len(), "a tick ran twice: {runs:?}");
+    assert!(ticks.len() >= 4, "only {} ticks ran in 5.5 s", ticks.len());
+    assert!(runs.iter().all(|r| r.outcome == "ok"), "{runs:?}");
+    // Both processes took part: neither is a bystander that merely lost every race.
+    let instances: std::collections::HashSet<&str> =
+        runs.iter().map(|r| r.instance.as_str()).collect();
+    eprintln!(
+        "{} ticks run by {} instance(s)",
+        ticks.len(),
+        instances.len()
+    );
+    store.close().await;
+    admin
+        .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    admin.close().await;
 }

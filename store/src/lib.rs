@@ -9,9 +9,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub mod jobs;
 mod queries;
 pub mod writer;
 
+pub use jobs::{JobRun, Pruned};
 pub use queries::{Cursor, LogPage, StoredRow};
 pub use writer::{WriteOutcome, Writer, WriterConfig, WriterTask};
 

@@ -143,6 +143,13 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Rows per multi-row INSERT, kept well under both backends' bind limits.
 const ROWS_PER_INSERT: usize = 500;
 
@@ -250,7 +257,8 @@ async fn commit_batch(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutcome>>
         check.extend(deletions.iter().map(|(t, _, _)| t.to_string()));
         let mut hidden: HashSet<String> = HashSet::new();
         for chunk in check.chunks(ROWS_PER_INSERT) {
-            let mut qb = QueryBuilder::new("UPDATE payloads SET hidden = TRUE WHERE NOT hidden AND id IN (");
+            let mut qb = QueryBuilder::new("UPDATE payloads SET hidden = TRUE, hidden_at = ");
+            qb.push_bind(now_ms()).push(" WHERE NOT hidden AND id IN (");
             let mut sep = qb.separated(", ");
             for id in chunk {
                 sep.push_bind(id.clone());

@@ -101,6 +101,9 @@ on_both_backends!(
     tag_values_with_nul_bytes_are_stored,
     concurrent_writes_are_batched_and_all_kept,
     migrating_twice_changes_nothing,
+    a_scheduled_tick_is_claimed_once,
+    runs_are_recorded_and_trimmed_to_the_newest,
+    prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace,
 );
 
 fn payload(
@@ -405,4 +408,91 @@ async fn migrating_twice_changes_nothing(store: &Store) {
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     assert_eq!(store.count_payloads().await.unwrap(), 0);
+}
+
+async fn a_scheduled_tick_is_claimed_once(store: &Store) {
+    let first = store.claim_run("prune", Some(100), "a", 1).await.unwrap();
+    assert!(first.is_some());
+    assert_eq!(
+        store.claim_run("prune", Some(100), "b", 2).await.unwrap(),
+        None
+    );
+    assert!(store
+        .claim_run("prune", Some(101), "b", 3)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .claim_run("optimize", Some(100), "b", 4)
+        .await
+        .unwrap()
+        .is_some());
+    // Runs on demand never conflict.
+    assert!(store
+        .claim_run("prune", None, "a", 5)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .claim_run("prune", None, "a", 6)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn runs_are_recorded_and_trimmed_to_the_newest(store: &Store) {
+    for i in 0..5 {
+        let id = store
+            .claim_run("job", Some(i), "me", i * 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        let (outcome, error) = if i % 2 == 0 {
+            ("ok", None)
+        } else {
+            ("error", Some("boom"))
+        };
+        store
+            .finish_run(id, i * 1000 + 5, outcome, Some(&format!("run {i}")), error)
+            .await
+            .unwrap();
+    }
+    let runs = store.recent_runs("job", 10).await.unwrap();
+    assert_eq!(runs.len(), 5);
+    assert_eq!(runs[0].summary.as_deref(), Some("run 4"));
+    assert_eq!(runs[1].error.as_deref(), Some("boom"));
+    assert_eq!(runs[1].finished_at, Some(3005));
+    assert_eq!(store.trim_runs("job", 2).await.unwrap(), 3);
+    let runs = store.recent_runs("job", 10).await.unwrap();
+    let ticks: Vec<_> = runs.iter().map(|r| r.scheduled_for).collect();
+    assert_eq!(ticks, vec![Some(4), Some(3)]);
+}
+
+async fn prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let old = payload(&key, 1, 100, "general", vec![vec!["t", "x"]]);
+    let new = payload(&key, 2, 10_000, "general", vec![vec!["t", "x"]]);
+    let gone = payload(&key, 3, 10_001, "general", vec![]);
+    for p in [&old, &new, &gone] {
+        put(&w, p).await;
+    }
+    let del = delete_of(&key, 4, &[&gone]);
+    put(&w, &del).await;
+    // Hidden just now: a grace cutoff in the past keeps it, one in the future purges it.
+    let pruned = store.prune(Some(200), 0).await.unwrap();
+    assert_eq!((pruned.expired, pruned.purged_hidden), (1, 0));
+    assert_eq!(store.count_payloads().await.unwrap(), 3);
+    let pruned = store.prune(None, i64::MAX).await.unwrap();
+    assert_eq!((pruned.expired, pruned.purged_hidden), (0, 1));
+    assert_eq!(store.count_payloads().await.unwrap(), 2);
+    // The tags of pruned payloads went with them; the survivor still matches.
+    let f = Filter::from_value(serde_json::json!({"tags": {"t": ["x"]}})).unwrap();
+    assert_eq!(
+        ids(&store.query(&f, None, 10).await.unwrap()),
+        vec![new.id.clone()]
+    );
+    // A purged payload published again is hidden again: its delete is remembered.
+    assert_eq!(put(&w, &gone).await, WriteOutcome::Stored { hidden: true });
+    store.optimize().await.unwrap();
 }

@@ -1,0 +1,75 @@
+//! The node core's scheduled jobs: `prune` (retention, purging deleted
+//! payloads) and `optimize` (planner statistics). Federation will register
+//! `poll` and `sync` on the same scheduler.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use futures_util::FutureExt;
+use meshrelay_scheduler::Scheduler;
+use meshrelay_store::Store;
+
+use crate::settings::Settings;
+
+/// Build the scheduler with this node's jobs, refusing unknown names in
+/// `disabled_jobs`.
+pub fn build_scheduler(settings: &Settings, store: &Store) -> anyhow::Result<Scheduler> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    let instance = format!("{host}:{}", std::process::id());
+    let mut scheduler = Scheduler::new(store.clone(), instance, i64::from(settings.job_history));
+
+    let (store_p, retention, grace) = (
+        store.clone(),
+        settings.retention_days,
+        settings.deleted_grace_days,
+    );
+    let prune: meshrelay_scheduler::JobFn = Arc::new(move || {
+        let store = store_p.clone();
+        async move {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            let created_before = retention.map(|d| now.as_secs() as i64 - i64::from(d) * 86_400);
+            let hidden_before_ms = now.as_millis() as i64 - i64::from(grace) * 86_400_000;
+            let pruned = store.prune(created_before, hidden_before_ms).await?;
+            Ok(format!(
+                "expired {} payloads{}, purged {} deleted ones",
+                pruned.expired,
+                if retention.is_none() {
+                    " (retention off)"
+                } else {
+                    ""
+                },
+                pruned.purged_hidden
+            ))
+        }
+        .boxed()
+    });
+    let store_o = store.clone();
+    let optimize: meshrelay_scheduler::JobFn = Arc::new(move || {
+        let store = store_o.clone();
+        async move {
+            store.optimize().await?;
+            Ok("planner statistics refreshed".to_string())
+        }
+        .boxed()
+    });
+    scheduler.add("prune", "prune_schedule", &settings.prune_schedule, prune)?;
+    scheduler.add(
+        "optimize",
+        "optimize_schedule",
+        &settings.optimize_schedule,
+        optimize,
+    )?;
+
+    let known = scheduler.job_names();
+    for name in &settings.disabled_jobs {
+        if !known.contains(name) {
+            bail!(
+                "setting disabled_jobs: unknown job {name:?} (jobs: {})",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(scheduler)
+}
