@@ -1,0 +1,3 @@
+//! Federation between meshrelay nodes (PROTOCOL.md 5 and 6).
+
+pub mod httpsig;
