@@ -9,10 +9,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub mod federation;
 pub mod jobs;
 mod queries;
 pub mod writer;
 
+pub use federation::{OutboxItem, Peer};
 pub use jobs::{JobRun, Pruned};
 pub use queries::{Cursor, LogPage, StoredRow};
 pub use writer::{WriteOutcome, Writer, WriterConfig, WriterTask};

@@ -44,6 +44,8 @@ struct Job {
     json: Arc<str>,
     source: Option<String>,
     received_at: i64,
+    /// Peers to forward to (node key, hops), queued in the same transaction.
+    forward: Vec<(String, i64)>,
     reply: oneshot::Sender<Result<WriteOutcome, Error>>,
 }
 
@@ -87,6 +89,21 @@ impl Writer {
         source: Option<String>,
         received_at: i64,
     ) -> Result<WriteOutcome> {
+        self.write_and_forward(payload, json, source, received_at, Vec::new())
+            .await
+    }
+
+    /// Like `write`, also queueing the payload for the given peers (node key,
+    /// hops) in the same transaction when it is newly stored and visible, so a
+    /// crash can never keep a payload while losing its forwards.
+    pub async fn write_and_forward(
+        &self,
+        payload: Arc<Payload>,
+        json: Arc<str>,
+        source: Option<String>,
+        received_at: i64,
+        forward: Vec<(String, i64)>,
+    ) -> Result<WriteOutcome> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
@@ -94,6 +111,7 @@ impl Writer {
                 json,
                 source,
                 received_at,
+                forward,
                 reply,
             })
             .await
@@ -265,6 +283,33 @@ async fn commit_batch(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutcome>>
             }
             qb.push(") AND EXISTS (SELECT 1 FROM deletions d WHERE d.target = payloads.id AND d.author = payloads.author) RETURNING id");
             hidden.extend(qb.build_query_scalar::<String>().fetch_all(&mut *tx).await?);
+        }
+
+        let now = now_ms();
+        let outbox_rows: Vec<(&str, &str, i64)> = candidates
+            .iter()
+            .filter(|&&i| {
+                let id = &batch[i].payload.id;
+                inserted.contains_key(id) && !hidden.contains(id)
+            })
+            .flat_map(|&i| {
+                batch[i]
+                    .forward
+                    .iter()
+                    .map(move |(peer, hops)| (peer.as_str(), batch[i].payload.id.as_str(), *hops))
+            })
+            .collect();
+        for chunk in outbox_rows.chunks(ROWS_PER_INSERT) {
+            let mut qb = QueryBuilder::new("INSERT INTO outbox (peer, payload_id, hops, enqueued_at, next_attempt) ");
+            qb.push_values(chunk, |mut b, (peer, id, hops)| {
+                b.push_bind(peer.to_string())
+                    .push_bind(id.to_string())
+                    .push_bind(*hops)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.push(" ON CONFLICT (peer, payload_id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
         }
 
         tx.commit().await?;

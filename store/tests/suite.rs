@@ -104,6 +104,8 @@ on_both_backends!(
     a_scheduled_tick_is_claimed_once,
     runs_are_recorded_and_trimmed_to_the_newest,
     prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace,
+    peers_are_pinned_by_key_and_url_and_keep_their_health,
+    forwards_are_queued_with_the_payload_and_retried_until_dead,
 );
 
 fn payload(
@@ -495,4 +497,140 @@ async fn prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace(s
     // A purged payload published again is hidden again: its delete is remembered.
     assert_eq!(put(&w, &gone).await, WriteOutcome::Stored { hidden: true });
     store.optimize().await.unwrap();
+}
+
+async fn peers_are_pinned_by_key_and_url_and_keep_their_health(store: &Store) {
+    let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+    assert!(store
+        .insert_peer(
+            &a,
+            "http://a",
+            "active",
+            r#"{"scope":"all"}"#,
+            "http://a/inbox",
+            10
+        )
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .insert_peer(&a, "http://other", "active", "{}", "", 11)
+            .await
+            .unwrap(),
+        "same key"
+    );
+    assert!(
+        !store
+            .insert_peer(&b, "http://a", "active", "{}", "", 11)
+            .await
+            .unwrap(),
+        "same URL"
+    );
+    assert_eq!(
+        store.peer_by_url("http://a").await.unwrap().unwrap().node,
+        a
+    );
+    store.record_poll_failure(&a, 20).await.unwrap();
+    store.record_poll_failure(&a, 21).await.unwrap();
+    let p = store.peer(&a).await.unwrap().unwrap();
+    assert_eq!(
+        (p.poll_failures, p.last_poll, p.last_poll_ok),
+        (2, Some(21), Some(10))
+    );
+    assert_eq!(
+        p.subscribe.as_deref(),
+        Some(r#"{"scope":"all"}"#),
+        "a failed poll keeps the preference"
+    );
+    store
+        .record_poll_ok(&a, r#"{"scope":"none"}"#, "http://a/inbox", 30)
+        .await
+        .unwrap();
+    let p = store.peer(&a).await.unwrap().unwrap();
+    assert_eq!(
+        (p.poll_failures, p.subscribe.as_deref()),
+        (0, Some(r#"{"scope":"none"}"#))
+    );
+    assert!(store.set_peer_status(&a, "blocked").await.unwrap());
+    assert_eq!(store.peers().await.unwrap()[0].status, "blocked");
+    assert!(store.delete_peer(&a).await.unwrap());
+    assert!(store.peers().await.unwrap().is_empty());
+}
+
+async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let peer = "cc".repeat(32);
+    let p = payload(&key, 1, 10, "general", vec![]);
+    let fwd = vec![(peer.clone(), 1)];
+    let put_fwd = |p: Payload| {
+        let w = w.clone();
+        let fwd = fwd.clone();
+        async move {
+            w.write_and_forward(Arc::new(p.clone()), p.to_json().into(), None, 1, fwd)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        put_fwd(p.clone()).await,
+        WriteOutcome::Stored { hidden: false }
+    );
+    assert_eq!(
+        put_fwd(p.clone()).await,
+        WriteOutcome::Duplicate,
+        "a duplicate queues nothing new"
+    );
+    let due = store.due_items(&peer, i64::MAX, 100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].payload_id.as_str(), due[0].hops),
+        (p.id.as_str(), 1)
+    );
+    assert_eq!(due[0].json.as_deref(), Some(p.to_json().as_str()));
+
+    store
+        .defer_items(&[due[0].item_id], 5_000, "connection refused", false)
+        .await
+        .unwrap();
+    assert!(store.due_items(&peer, 4_999, 100).await.unwrap().is_empty());
+    assert_eq!(store.next_due(&peer).await.unwrap(), Some(5_000));
+    let again = store.due_items(&peer, 5_000, 100).await.unwrap();
+    assert_eq!(
+        (again[0].attempts, again[0].last_error.as_deref()),
+        (1, Some("connection refused"))
+    );
+    assert_eq!(
+        store.outbox_depths().await.unwrap(),
+        vec![(peer.clone(), 1)]
+    );
+
+    store
+        .defer_items(&[again[0].item_id], 6_000, "gave up", true)
+        .await
+        .unwrap();
+    assert!(store
+        .due_items(&peer, i64::MAX, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.outbox_items("dead", 10).await.unwrap().len(), 1);
+    assert_eq!(store.retry_dead(None, 7_000).await.unwrap(), 1);
+    assert_eq!(store.due_items(&peer, 7_000, 100).await.unwrap().len(), 1);
+
+    // A payload hidden after it was queued is handed out without its JSON.
+    store.hide_payload(&p.id).await.unwrap();
+    assert_eq!(
+        store.due_items(&peer, 7_000, 100).await.unwrap()[0].json,
+        None
+    );
+    let ids: Vec<i64> = store
+        .due_items(&peer, 7_000, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.item_id)
+        .collect();
+    store.delete_items(&ids).await.unwrap();
+    assert!(store.outbox_depths().await.unwrap().is_empty());
 }
