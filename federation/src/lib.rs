@@ -1,3 +1,5 @@
 //! Federation between meshrelay nodes (PROTOCOL.md 5 and 6).
 
+pub mod client;
 pub mod httpsig;
+pub mod router;
