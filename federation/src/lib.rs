@@ -3,3 +3,6 @@
 pub mod client;
 pub mod httpsig;
 pub mod router;
+pub mod service;
+
+pub use service::{Config, Federation, JoinError};

@@ -37,7 +37,35 @@ impl Application {
             .migrate()
             .await
             .context("applying database migrations")?;
-        let scheduler = Arc::new(crate::jobs::build_scheduler(&settings, &store)?);
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("binding listen address {}", settings.listen))?;
+        if !settings.public_url_explicit {
+            settings.public_url = format!("http://{}", listener.local_addr()?);
+        }
+        let node_key = Arc::new(node_key);
+        let shutdown = CancellationToken::new();
+        let federation = meshrelay_federation::Federation::new(
+            meshrelay_federation::Config {
+                public_url: settings.public_url.clone(),
+                own_subscribe: settings.subscribe.clone(),
+                seed_peers: settings.seed_peers.clone(),
+                require_peer_approval: settings.require_peer_approval,
+                max_hops: settings.max_hops,
+                retry_min_secs: settings.retry_min_secs,
+                retry_max_secs: settings.retry_max_secs,
+                max_delivery_age_secs: settings.max_delivery_age_secs,
+            },
+            store.clone(),
+            node_key.clone(),
+            settings.allow_private_peers,
+            shutdown.clone(),
+        );
+        let scheduler = Arc::new(crate::jobs::build_scheduler(
+            &settings,
+            &store,
+            &federation,
+        )?);
         let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let checkpointer = store
@@ -46,28 +74,23 @@ impl Application {
             })
             .map(|task| (stop_tx, task));
         let metrics = Arc::new(Metrics::default());
-        let listener = TcpListener::bind(&settings.listen)
-            .await
-            .with_context(|| format!("binding listen address {}", settings.listen))?;
-        if !settings.public_url_explicit {
-            settings.public_url = format!("http://{}", listener.local_addr()?);
-        }
         let state = AppState {
             hub: Arc::new(Hub::new(metrics.clone())),
             settings: Arc::new(settings),
             store,
             writer,
             metrics,
-            node_key: Arc::new(node_key),
+            node_key,
             seen: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             keys: moka::sync::Cache::new(50_000),
-            shutdown: CancellationToken::new(),
+            shutdown,
             ws_tasks: TaskTracker::new(),
             checkpointer: Arc::new(std::sync::Mutex::new(checkpointer)),
             scheduler,
+            federation,
         };
         let (router, _api) = crate::http::router(state.clone());
         Ok(Self {
@@ -113,6 +136,11 @@ impl Application {
             database = ?state.store.backend(),
             "meshrelay node serving"
         );
+        // Peers can reach us from here on (the listener is bound): load peers,
+        // start their delivery loops, join the seeds.
+        if let Err(e) = state.federation.start().await {
+            tracing::error!(error = ?e, "starting federation failed");
+        }
         axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -121,6 +149,7 @@ impl Application {
         .await
         .context("serving the public listener")?;
         tracing::info!("draining");
+        state.federation.stop().await;
         if tokio::time::timeout(Duration::from_secs(30), scheduler_task)
             .await
             .is_err()

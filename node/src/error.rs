@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// A status other than the code's own, where PROTOCOL.md names one.
+    pub status: Option<u16>,
 }
 
 impl ApiError {
@@ -20,7 +22,12 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            status: None,
         }
+    }
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)

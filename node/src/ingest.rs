@@ -1,6 +1,6 @@
-//! The walk of one payload from a local client: check it (protocol), commit it
-//! (store), then hand it to live subscribers. Every path that accepts a payload
-//! goes through `ingest`.
+//! The walk of one payload: check it (protocol), commit it together with its
+//! forwards (store), then hand it to live subscribers and wake the peers'
+//! delivery loops. Local clients and peers' inbox items both come through here.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,16 +19,49 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-/// Check, store and fan out one payload given as JSON text. Answers only after
-/// the payload is durably committed (or known to be held already).
+/// Where a payload came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A local client, over `ws` or `http`.
+    Local(&'static str),
+    /// A peer's inbox item with its hops; `sync` items are not forwarded onward.
+    Peer {
+        node: &'a str,
+        hops: u32,
+        sync: bool,
+    },
+}
+
+/// Check, store and fan out one payload given as JSON text (a local client's).
+/// Answers only after the payload is durably committed (or known to be held).
 pub async fn ingest(
     state: &AppState,
     text: &str,
     via: &'static str,
 ) -> Result<Accepted, ProtocolError> {
     let started = Instant::now();
-    let result = ingest_inner(state, text).await;
-    let outcome = match &result {
+    let result = match check(state, text) {
+        Ok(p) => store_checked(state, p, Source::Local(via)).await,
+        Err(e) => Err(e),
+    };
+    count(state, via, &result, started);
+    result
+}
+
+/// Fields, id and signature, with author keys decoded through the node's cache.
+pub fn check(state: &AppState, text: &str) -> Result<Payload, ProtocolError> {
+    Payload::from_json_with_keys(text, &state.settings.limits, unix_now(), |hex| {
+        decode_key_cached(state, hex)
+    })
+}
+
+pub fn count(
+    state: &AppState,
+    via: &'static str,
+    result: &Result<Accepted, ProtocolError>,
+    started: Instant,
+) {
+    let outcome = match result {
         Ok(a) if a.duplicate => "duplicate",
         Ok(_) => "stored",
         Err(e) => e.code.as_str(),
@@ -44,7 +77,6 @@ pub async fn ingest(
             .ingest_seconds
             .observe(started.elapsed().as_secs_f64());
     }
-    result
 }
 
 /// Decode an author key through the node's cache of decoded keys.
@@ -57,21 +89,42 @@ fn decode_key_cached(state: &AppState, hex: &str) -> Result<PublicKey, String> {
     Ok(key)
 }
 
-async fn ingest_inner(state: &AppState, text: &str) -> Result<Accepted, ProtocolError> {
-    let payload = Payload::from_json_with_keys(text, &state.settings.limits, unix_now(), |hex| {
-        decode_key_cached(state, hex)
-    })?;
+/// Store a checked payload with its forwards in one transaction, then deliver
+/// it to local subscribers and wake the delivery loops of the peers it is for.
+pub async fn store_checked(
+    state: &AppState,
+    payload: Payload,
+    source: Source<'_>,
+) -> Result<Accepted, ProtocolError> {
     if state.seen.contains_key(&payload.id) {
         return Ok(Accepted {
             id: payload.id,
             duplicate: true,
         });
     }
+    let (from, forward) = match source {
+        Source::Local(_) => (None, state.federation.forward_targets(&payload, None)),
+        Source::Peer {
+            node, sync: true, ..
+        } => (Some(node.to_string()), Vec::new()),
+        Source::Peer { node, hops, .. } => (
+            Some(node.to_string()),
+            state
+                .federation
+                .forward_targets(&payload, Some((node, hops))),
+        ),
+    };
     let json: Arc<str> = payload.to_json().into();
     let payload = Arc::new(payload);
     let outcome = state
         .writer
-        .write(payload.clone(), json.clone(), None, unix_now() as i64)
+        .write_and_forward(
+            payload.clone(),
+            json.clone(),
+            from,
+            unix_now() as i64,
+            forward.clone(),
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = ?e, "storing a payload failed");
@@ -85,6 +138,7 @@ async fn ingest_inner(state: &AppState, text: &str) -> Result<Accepted, Protocol
         WriteOutcome::Stored { hidden } => {
             state.seen.insert(id.clone(), ());
             if !hidden {
+                state.federation.wake(&forward);
                 let fresh = Arc::new(Fresh {
                     payload: Arc::unwrap_or_clone(payload),
                     json,

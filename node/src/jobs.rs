@@ -1,6 +1,6 @@
-//! The node core's scheduled jobs: `prune` (retention, purging deleted
-//! payloads) and `optimize` (planner statistics). Federation will register
-//! `poll` and `sync` on the same scheduler.
+//! The node's scheduled jobs: `poll` (peers' preferences, PROTOCOL.md 5.3),
+//! `prune` (retention, purging deleted payloads) and `optimize` (planner
+//! statistics).
 
 use std::sync::Arc;
 
@@ -13,7 +13,11 @@ use crate::settings::Settings;
 
 /// Build the scheduler with this node's jobs, refusing unknown names in
 /// `disabled_jobs`.
-pub fn build_scheduler(settings: &Settings, store: &Store) -> anyhow::Result<Scheduler> {
+pub fn build_scheduler(
+    settings: &Settings,
+    store: &Store,
+    federation: &Arc<meshrelay_federation::Federation>,
+) -> anyhow::Result<Scheduler> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "node".into());
@@ -54,6 +58,12 @@ pub fn build_scheduler(settings: &Settings, store: &Store) -> anyhow::Result<Sch
         }
         .boxed()
     });
+    let fed = federation.clone();
+    let poll: meshrelay_scheduler::JobFn = Arc::new(move || {
+        let fed = fed.clone();
+        async move { fed.poll_all().await }.boxed()
+    });
+    scheduler.add("poll", "poll_schedule", &settings.poll_schedule, poll)?;
     scheduler.add("prune", "prune_schedule", &settings.prune_schedule, prune)?;
     scheduler.add(
         "optimize",

@@ -31,6 +31,8 @@ pub struct AppState {
     pub ws_tasks: TaskTracker,
     /// Periodic jobs; the admin API lists and triggers them.
     pub scheduler: Arc<meshrelay_scheduler::Scheduler>,
+    /// Peers, routing, outbound delivery and inbound verification.
+    pub federation: Arc<meshrelay_federation::Federation>,
     /// SQLite's background WAL checkpointer and the sender that stops it,
     /// taken by the shutdown sequence after the writer has finished.
     #[allow(clippy::type_complexity)]

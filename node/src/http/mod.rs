@@ -15,6 +15,7 @@ use crate::error::{error_body, ApiError};
 use crate::state::AppState;
 
 pub mod authors;
+pub mod federation;
 pub mod ops;
 pub mod payloads;
 pub mod schema;
@@ -50,7 +51,19 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::node_document))
         .routes(routes!(crate::ws::upgrade))
+        .routes(routes!(federation::peers))
         .split_for_parts();
+    // Federation POSTs carry at most 1 MiB (PROTOCOL.md 5.4).
+    let (fed_router, fed_api) = OpenApiRouter::new()
+        .routes(routes!(federation::inbox))
+        .routes(routes!(federation::announce))
+        .layer(DefaultBodyLimit::max(
+            meshrelay_federation::service::MAX_BODY_BYTES,
+        ))
+        .split_for_parts();
+    let mut api = api;
+    api.merge(fed_api);
+    let router = router.merge(fed_router);
     let api_json = api.clone();
     let router = router
         .route(

@@ -1,0 +1,481 @@
+//! The federation service: the peer registry and routing table, joining and
+//! announcing, scheduled polling of preferences, and one delivery loop per
+//! peer draining the durable outbox with backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use meshrelay_protocol::node_doc::{SignedNodeDoc, Subscribe};
+use meshrelay_protocol::{NodeKey, Payload};
+use meshrelay_store::{Peer, Store};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::{FetchError, Outbound};
+use crate::httpsig::Verifier;
+use crate::router::Router;
+
+/// Most items in one inbox request (PROTOCOL.md 5.4).
+pub const MAX_ITEMS: usize = 100;
+/// Most bytes in one inbox request.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Consecutive failed deliveries after which a peer counts as unreachable.
+const UNREACHABLE_AFTER: u32 = 5;
+/// Deliveries in flight over all peers.
+const MAX_CONCURRENT_DELIVERIES: usize = 16;
+
+/// The federation settings of PROTOCOL.md 8.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub public_url: String,
+    pub own_subscribe: Subscribe,
+    pub seed_peers: Vec<String>,
+    pub require_peer_approval: bool,
+    pub max_hops: u32,
+    pub retry_min_secs: u64,
+    pub retry_max_secs: u64,
+    pub max_delivery_age_secs: u64,
+}
+
+pub struct Federation {
+    pub config: Config,
+    pub store: Store,
+    pub outbound: Outbound,
+    pub verifier: Verifier,
+    pub key: Arc<NodeKey>,
+    /// Routing table of the active peers' preferences, rebuilt when they change.
+    router: RwLock<Arc<Router>>,
+    /// Wakes a peer's delivery loop when something was queued for it.
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    deliveries: Arc<Semaphore>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a join or an announce was refused; maps to PROTOCOL.md 5.2's answers.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the node document could not be fetched or checked: {0}")]
+    Fetch(#[from] FetchError),
+    #[error("the document's node {doc} is not the signer {signer}")]
+    KeyMismatch { doc: String, signer: String },
+    #[error("{url} is known under another key")]
+    KeyChanged { url: String },
+    #[error("this peer is blocked")]
+    Blocked,
+    #[error("storage failed")]
+    Store(#[from] meshrelay_store::Error),
+}
+
+impl Federation {
+    pub fn new(
+        config: Config,
+        store: Store,
+        key: Arc<NodeKey>,
+        allow_private: bool,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            outbound: Outbound::new(key.clone(), allow_private),
+            config,
+            store,
+            verifier: Verifier::default(),
+            key,
+            router: RwLock::new(Arc::new(Router::default())),
+            wakers: Mutex::new(HashMap::new()),
+            deliveries: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
+            tasks: TaskTracker::new(),
+            shutdown,
+        })
+    }
+
+    /// Load peers, start their delivery loops, and join the seed peers.
+    pub async fn start(self: &Arc<Self>) -> Result<(), meshrelay_store::Error> {
+        self.rebuild_router().await?;
+        for peer in self.store.peers().await? {
+            self.ensure_delivery_loop(&peer.node);
+        }
+        let this = self.clone();
+        self.tasks.spawn(async move { this.join_seeds().await });
+        Ok(())
+    }
+
+    /// Stop the delivery loops (each finishes its request in flight).
+    pub async fn stop(&self) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.tasks.wait()).await;
+    }
+
+    /// Rebuild the routing table from the peers that are active.
+    pub async fn rebuild_router(&self) -> Result<(), meshrelay_store::Error> {
+        let prefs = self
+            .store
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.status == "active" || p.status == "unreachable")
+            .filter_map(|p| {
+                let pref = serde_json::from_str::<Subscribe>(p.subscribe.as_deref()?).ok()?;
+                Some((p.node, pref))
+            });
+        *self.router.write().expect("lock") = Arc::new(Router::new(prefs));
+        Ok(())
+    }
+
+    /// Where to forward a payload: (peer, hops) for each peer that wants it.
+    /// `from` is the peer it came from and `hops` the hops it arrived with
+    /// (None for a local client). Nothing goes on at `max_hops`.
+    pub fn forward_targets(&self, p: &Payload, from: Option<(&str, u32)>) -> Vec<(String, i64)> {
+        let hops = match from {
+            None => 1,
+            Some((_, h)) if h >= self.config.max_hops => return Vec::new(),
+            Some((_, h)) => h + 1,
+        };
+        let router = self.router.read().expect("lock").clone();
+        router
+            .targets(p, from.map(|(peer, _)| peer))
+            .into_iter()
+            .map(|peer| (peer, i64::from(hops)))
+            .collect()
+    }
+
+    /// Tell the delivery loops of these peers that items were queued.
+    pub fn wake(&self, peers: &[(String, i64)]) {
+        let wakers = self.wakers.lock().expect("lock");
+        for (peer, _) in peers {
+            if let Some(n) = wakers.get(peer) {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Join a peer by URL: fetch and check its document, pin its key, announce
+    /// ourselves to it. The operator chose it, so it is active at once.
+    pub async fn join(self: &Arc<Self>, url: &str) -> Result<Peer, JoinError> {
+        let url = url.trim_end_matches('/');
+        let doc = self.outbound.fetch_node_doc(url, unix_now() as u64).await?;
+        let peer = self.record_peer(url, &doc, "active").await?;
+        self.announce_to(url).await;
+        Ok(peer)
+    }
+
+    /// Handle `POST /v1/federation/announce` from `signer` (already verified).
+    pub async fn accept_announce(
+        self: &Arc<Self>,
+        signer: &str,
+        url: &str,
+    ) -> Result<Peer, JoinError> {
+        let url = url.trim_end_matches('/');
+        if let Some(p) = self.store.peer(signer).await? {
+            if p.status == "blocked" {
+                return Err(JoinError::Blocked);
+            }
+        }
+        let doc = self.outbound.fetch_node_doc(url, unix_now() as u64).await?;
+        if doc.doc.node != signer {
+            return Err(JoinError::KeyMismatch {
+                doc: doc.doc.node,
+                signer: signer.to_string(),
+            });
+        }
+        let status = if self.config.require_peer_approval {
+            "pending"
+        } else {
+            "active"
+        };
+        self.record_peer(url, &doc, status).await
+    }
+
+    /// Pin a peer on first contact; a URL known under another key is refused.
+    async fn record_peer(
+        self: &Arc<Self>,
+        url: &str,
+        doc: &SignedNodeDoc,
+        status: &str,
+    ) -> Result<Peer, JoinError> {
+        if let Some(known) = self.store.peer_by_url(url).await? {
+            if known.node != doc.doc.node {
+                return Err(JoinError::KeyChanged {
+                    url: url.to_string(),
+                });
+            }
+            return Ok(known);
+        }
+        if let Some(known) = self.store.peer(&doc.doc.node).await? {
+            return Ok(known);
+        }
+        let subscribe = serde_json::to_string(&doc.doc.subscribe).expect("serializes");
+        self.store
+            .insert_peer(
+                &doc.doc.node,
+                url,
+                status,
+                &subscribe,
+                &doc.doc.inbox,
+                unix_now(),
+            )
+            .await?;
+        tracing::info!(peer = %doc.doc.node, %url, %status, "peer recorded");
+        self.rebuild_router().await?;
+        self.ensure_delivery_loop(&doc.doc.node);
+        Ok(self
+            .store
+            .peer(&doc.doc.node)
+            .await?
+            .expect("just inserted"))
+    }
+
+    async fn announce_to(&self, url: &str) {
+        let body = serde_json::json!({"url": self.config.public_url})
+            .to_string()
+            .into_bytes();
+        match self
+            .outbound
+            .post_signed(&format!("{url}/v1/federation/announce"), body, unix_now())
+            .await
+        {
+            Ok((202, _)) => tracing::info!(%url, "announced to peer"),
+            Ok((status, answer)) => {
+                tracing::warn!(%url, status, answer = %String::from_utf8_lossy(&answer), "announce refused")
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "announce failed"),
+        }
+    }
+
+    /// Join each seed not known yet; retried by every poll until it works.
+    pub async fn join_seeds(self: &Arc<Self>) {
+        for seed in &self.config.seed_peers {
+            let url = seed.trim_end_matches('/');
+            if matches!(self.store.peer_by_url(url).await, Ok(Some(_))) {
+                continue;
+            }
+            if let Err(e) = self.join(url).await {
+                tracing::warn!(%url, error = %e, "joining seed peer failed; retried at the next poll");
+            }
+        }
+    }
+
+    /// The `poll` job: refresh every non-blocked peer's preference.
+    pub async fn poll_all(self: &Arc<Self>) -> anyhow::Result<String> {
+        self.join_seeds().await;
+        let peers = self.store.peers().await?;
+        let (mut ok, mut failed, mut changed) = (0, 0, 0);
+        for peer in peers.iter().filter(|p| p.status != "blocked") {
+            match self.poll_peer(peer).await {
+                Ok(true) => ok += 1,
+                Ok(false) => changed += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(peer = %peer.node, url = %peer.url, error = %e, "poll failed");
+                    self.store
+                        .record_poll_failure(&peer.node, unix_now())
+                        .await?;
+                }
+            }
+        }
+        self.rebuild_router().await?;
+        Ok(format!(
+            "polled {} peers: {ok} ok, {failed} failed, {changed} with a changed key",
+            ok + failed + changed
+        ))
+    }
+
+    /// Poll one peer. Ok(false) when its document names another key: the peer is
+    /// flagged `key_changed` and gets nothing more until an operator decides.
+    pub async fn poll_peer(&self, peer: &Peer) -> Result<bool, FetchError> {
+        let doc = self
+            .outbound
+            .fetch_node_doc(&peer.url, unix_now() as u64)
+            .await?;
+        if doc.doc.node != peer.node {
+            tracing::error!(peer = %peer.node, url = %peer.url, new_key = %doc.doc.node, "peer's key changed; refusing it");
+            let _ = self.store.set_peer_status(&peer.node, "key_changed").await;
+            return Ok(false);
+        }
+        let subscribe = serde_json::to_string(&doc.doc.subscribe).expect("serializes");
+        let _ = self
+            .store
+            .record_poll_ok(&peer.node, &subscribe, &doc.doc.inbox, unix_now())
+            .await;
+        Ok(true)
+    }
+
+    fn ensure_delivery_loop(self: &Arc<Self>, peer: &str) {
+        let notify = {
+            let mut wakers = self.wakers.lock().expect("lock");
+            if wakers.contains_key(peer) {
+                return;
+            }
+            let n = Arc::new(Notify::new());
+            wakers.insert(peer.to_string(), n.clone());
+            n
+        };
+        let this = self.clone();
+        let peer = peer.to_string();
+        self.tasks
+            .spawn(async move { this.delivery_loop(peer, notify).await });
+    }
+
+    /// Drain one peer's outbox: batches of at most 100 items and 1 MiB, retried
+    /// with exponential backoff and jitter, given up after `max_delivery_age_secs`.
+    async fn delivery_loop(self: Arc<Self>, peer: String, notify: Arc<Notify>) {
+        let mut failures: u32 = 0;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let wait = match self.deliver_once(&peer, &mut failures).await {
+                Ok(true) => continue, // more may be due right away
+                Ok(false) => self.idle_wait(&peer).await,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "delivery loop error");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// How long to sleep when nothing is due: until the next item falls due.
+    async fn idle_wait(&self, peer: &str) -> Duration {
+        match self.store.next_due(peer).await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 60_000) as u64),
+            _ => Duration::from_secs(60),
+        }
+    }
+
+    /// One delivery attempt. Ok(true) when a batch was sent and more may be due.
+    async fn deliver_once(
+        &self,
+        peer: &str,
+        failures: &mut u32,
+    ) -> Result<bool, meshrelay_store::Error> {
+        let Some(info) = self.store.peer(peer).await? else {
+            return Ok(false);
+        };
+        if !matches!(info.status.as_str(), "active" | "unreachable") {
+            return Ok(false);
+        }
+        let Some(inbox) = info.inbox.clone().filter(|i| !i.is_empty()) else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        let due = self.store.due_items(peer, now, MAX_ITEMS as i64).await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        // Hidden since queued: never forwarded. Too big for any request: dead at once.
+        let (mut send, mut drop_ids, mut too_big) = (Vec::new(), Vec::new(), Vec::new());
+        let mut size = 16;
+        for item in due {
+            match &item.json {
+                None => drop_ids.push(item.item_id),
+                Some(json) if json.len() + 32 > MAX_BODY_BYTES => too_big.push(item.item_id),
+                Some(json) => {
+                    if size + json.len() + 32 > MAX_BODY_BYTES {
+                        break;
+                    }
+                    size += json.len() + 32;
+                    send.push(item);
+                }
+            }
+        }
+        self.store.delete_items(&drop_ids).await?;
+        self.store
+            .defer_items(
+                &too_big,
+                now,
+                "payload larger than an inbox request may be",
+                true,
+            )
+            .await?;
+        if send.is_empty() {
+            return Ok(!drop_ids.is_empty() || !too_big.is_empty());
+        }
+        let mut body = String::with_capacity(size);
+        body.push_str(r#"{"items":["#);
+        for (i, item) in send.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(r#"{"payload":"#);
+            body.push_str(item.json.as_deref().expect("filtered"));
+            body.push_str(&format!(r#","hops":{}}}"#, item.hops));
+        }
+        body.push_str("]}");
+        let ids: Vec<i64> = send.iter().map(|i| i.item_id).collect();
+        let result = {
+            let _permit = self.deliveries.acquire().await;
+            self.outbound
+                .post_signed(&inbox, body.into_bytes(), unix_now())
+                .await
+        };
+        match result {
+            Ok((202, _)) => {
+                self.store.delete_items(&ids).await?;
+                self.store.record_delivery(peer, true, unix_now()).await?;
+                if info.status == "unreachable" {
+                    self.store.set_peer_status(peer, "active").await?;
+                    tracing::info!(%peer, "peer reachable again");
+                }
+                *failures = 0;
+                Ok(true)
+            }
+            other => {
+                let why = match other {
+                    Ok((status, answer)) => {
+                        format!("HTTP {status}: {}", String::from_utf8_lossy(&answer))
+                    }
+                    Err(e) => e.to_string(),
+                };
+                *failures += 1;
+                let delay = self.backoff(*failures);
+                let max_age_ms = self.config.max_delivery_age_secs as i64 * 1000;
+                let (dead, retry): (Vec<_>, Vec<_>) =
+                    send.iter().partition(|i| now - i.enqueued_at >= max_age_ms);
+                let dead: Vec<i64> = dead.iter().map(|i| i.item_id).collect();
+                let retry: Vec<i64> = retry.iter().map(|i| i.item_id).collect();
+                self.store.defer_items(&dead, now, &why, true).await?;
+                self.store
+                    .defer_items(&retry, now + delay.as_millis() as i64, &why, false)
+                    .await?;
+                self.store.record_delivery(peer, false, unix_now()).await?;
+                if *failures >= UNREACHABLE_AFTER && info.status == "active" {
+                    self.store.set_peer_status(peer, "unreachable").await?;
+                    tracing::warn!(%peer, failures = *failures, "peer unreachable; still probing");
+                }
+                tracing::info!(%peer, error = %why, retry_in = ?delay, "delivery failed");
+                Ok(false)
+            }
+        }
+    }
+
+    /// `retry_min * 2^(failures-1)`, at most `retry_max`, with jitter in [50%, 100%].
+    fn backoff(&self, failures: u32) -> Duration {
+        let min = self.config.retry_min_secs.max(1) as f64;
+        let max = self.config.retry_max_secs.max(1) as f64;
+        let base = (min * 2f64.powi(failures.saturating_sub(1).min(30) as i32)).min(max);
+        let jitter = 0.5 + rand::random::<f64>() * 0.5;
+        Duration::from_secs_f64(base * jitter)
+    }
+}
