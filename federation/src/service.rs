@@ -68,6 +68,16 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What a delivery loop does after one attempt.
+enum Next {
+    /// A batch went out; more may be due at once.
+    More,
+    /// Nothing due: wait for new items or the next due time.
+    Idle,
+    /// The peer failed: wait this long whatever gets queued meanwhile.
+    Backoff(Duration),
+}
+
 /// Why a join or an announce was refused; maps to PROTOCOL.md 5.2's answers.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -341,8 +351,16 @@ impl Federation {
                 return;
             }
             let wait = match self.deliver_once(&peer, &mut failures).await {
-                Ok(true) => continue, // more may be due right away
-                Ok(false) => self.idle_wait(&peer).await,
+                Ok(Next::More) => continue,
+                Ok(Next::Idle) => self.idle_wait(&peer).await,
+                Ok(Next::Backoff(delay)) => {
+                    // New items must not cut a backoff short: sleep it out.
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "delivery loop error");
                     Duration::from_secs(1)
@@ -364,25 +382,25 @@ impl Federation {
         }
     }
 
-    /// One delivery attempt. Ok(true) when a batch was sent and more may be due.
+    /// One delivery attempt.
     async fn deliver_once(
         &self,
         peer: &str,
         failures: &mut u32,
-    ) -> Result<bool, meshrelay_store::Error> {
+    ) -> Result<Next, meshrelay_store::Error> {
         let Some(info) = self.store.peer(peer).await? else {
-            return Ok(false);
+            return Ok(Next::Idle);
         };
         if !matches!(info.status.as_str(), "active" | "unreachable") {
-            return Ok(false);
+            return Ok(Next::Idle);
         }
         let Some(inbox) = info.inbox.clone().filter(|i| !i.is_empty()) else {
-            return Ok(false);
+            return Ok(Next::Idle);
         };
         let now = now_ms();
         let due = self.store.due_items(peer, now, MAX_ITEMS as i64).await?;
         if due.is_empty() {
-            return Ok(false);
+            return Ok(Next::Idle);
         }
         // Hidden since queued: never forwarded. Too big for any request: dead at once.
         let (mut send, mut drop_ids, mut too_big) = (Vec::new(), Vec::new(), Vec::new());
@@ -410,7 +428,11 @@ impl Federation {
             )
             .await?;
         if send.is_empty() {
-            return Ok(!drop_ids.is_empty() || !too_big.is_empty());
+            return Ok(if drop_ids.is_empty() && too_big.is_empty() {
+                Next::Idle
+            } else {
+                Next::More
+            });
         }
         let mut body = String::with_capacity(size);
         body.push_str(r#"{"items":["#);
@@ -439,7 +461,7 @@ impl Federation {
                     tracing::info!(%peer, "peer reachable again");
                 }
                 *failures = 0;
-                Ok(true)
+                Ok(Next::More)
             }
             other => {
                 let why = match other {
@@ -465,7 +487,7 @@ impl Federation {
                     tracing::warn!(%peer, failures = *failures, "peer unreachable; still probing");
                 }
                 tracing::info!(%peer, error = %why, retry_in = ?delay, "delivery failed");
-                Ok(false)
+                Ok(Next::Backoff(delay))
             }
         }
     }

@@ -12,96 +12,11 @@ use meshrelay_protocol::payload::Draft;
 use meshrelay_protocol::{NodeKey, Payload};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshrelay");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `meshrelay` command with no `MESHRELAY_*` variables inherited.
-fn command(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("MESHRELAY_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Node {
-    async fn start(dir: &Path, vars: &[(&str, &str)]) -> Node {
-        let port = free_port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("node.log"))
-            .unwrap();
-        let mut cmd = command(dir);
-        cmd.arg("serve")
-            .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let node = Node {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", node.base)).await {
-                if r.status() == 200 {
-                    return node;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not become ready; see {}",
-                dir.join("node.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    async fn wait(mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("node did not exit within 30 s")
-            .unwrap()
-    }
-
-    async fn json(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn a_node_starts_with_zero_configuration_and_keeps_its_key() {
@@ -382,23 +297,6 @@ async fn the_cli_tour_publishes_a_chain_and_watches_it_arrive() {
     assert_eq!(rows[0]["content"], "hello mesh");
     node.signal("-TERM");
     assert!(node.wait().await.success());
-}
-
-/// A fresh PostgreSQL schema, and the database URL that uses it.
-async fn pg_schema(prefix: &str) -> (meshrelay_store::Store, String, String) {
-    let base = std::env::var("MESHRELAY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let schema = format!("{prefix}_{}", hex::encode(rand::random::<[u8; 6]>()));
-    let admin = meshrelay_store::Store::connect(&base)
-        .await
-        .expect("PostgreSQL is needed");
-    admin
-        .execute_raw(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    (admin, url, schema)
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use sqlx::QueryBuilder;
 
-use crate::{with_pool, Result, Store};
+use crate::{with_pool, BeginWrite, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Peer {
@@ -106,7 +106,7 @@ impl Store {
 
     pub async fn delete_peer(&self, node: &str) -> Result<bool> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut qb = QueryBuilder::new("DELETE FROM outbox WHERE peer = ");
             qb.push_bind(node.to_string());
             qb.build().execute(&mut *tx).await?;

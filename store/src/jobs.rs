@@ -2,7 +2,7 @@
 
 use sqlx::QueryBuilder;
 
-use crate::{with_pool, Pool, Result, Store};
+use crate::{with_pool, BeginWrite, Pool, Result, Store};
 
 /// One recorded run of a job.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -128,7 +128,7 @@ impl Store {
         let mut total = 0;
         loop {
             let deleted = with_pool!(self, p => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 let mut qb = QueryBuilder::new("SELECT p.rid FROM payloads p WHERE ");
                 qb.push(condition).push_bind(value).push(" LIMIT ").push_bind(PRUNE_CHUNK);
                 let rids: Vec<i64> = qb.build_query_scalar().fetch_all(&mut *tx).await?;

@@ -55,6 +55,32 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Opening a transaction that will write. On SQLite it takes the write lock at
+/// once (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes
+/// later fails outright with SQLITE_BUSY_SNAPSHOT when another connection wrote
+/// in between, which the busy timeout cannot wait out.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// Which backend a store runs on, for logs and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -9,7 +9,7 @@ use meshrelay_protocol::Payload;
 use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{with_pool, Error, Result, Store};
+use crate::{with_pool, BeginWrite, Error, Result, Store};
 
 /// What happened to one submitted payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ async fn commit_batch(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutcome>>
         .collect();
 
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
 
         let mut qb = QueryBuilder::new("SELECT author FROM blocked_authors WHERE author IN (");
         let mut sep = qb.separated(", ");

@@ -257,39 +257,40 @@ pub async fn inbox(
             }
         }
     }
-    // All items together, so they share the writer's batches.
-    let results = join_all(checked.into_iter().map(|(p, hops, sync)| {
-        let state = &state;
-        let node = signer.as_str();
-        async move {
-            let id = p.id.clone();
-            (
-                id,
-                store_checked(state, p, Source::Peer { node, hops, sync }).await,
-            )
+    // All items together, so they share the writer's batches. In a task of its
+    // own: if the sender hangs up mid-request, what gets committed is still
+    // counted and delivered to local subscribers.
+    let task = tokio::spawn(async move {
+        let results = join_all(checked.into_iter().map(|(p, hops, sync)| {
+            let state = &state;
+            let node = signer.as_str();
+            async move {
+                let id = p.id.clone();
+                let source = Source::Peer { node, hops, sync };
+                (id, store_checked(state, p, source).await)
+            }
+        }))
+        .await;
+        let (mut accepted, mut duplicates) = (0, 0);
+        for (id, result) in results {
+            count(&state, "peer", &result, started);
+            match result {
+                Ok(a) if a.duplicate => duplicates += 1,
+                Ok(_) => accepted += 1,
+                Err(e) => rejected.push(Rejected {
+                    id: Some(id),
+                    code: e.code.as_str().into(),
+                }),
+            }
         }
-    }))
-    .await;
-    let (mut accepted, mut duplicates) = (0, 0);
-    for (id, result) in results {
-        count(&state, "peer", &result, started);
-        match result {
-            Ok(a) if a.duplicate => duplicates += 1,
-            Ok(_) => accepted += 1,
-            Err(e) => rejected.push(Rejected {
-                id: Some(id),
-                code: e.code.as_str().into(),
-            }),
-        }
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(InboxResponse {
+        InboxResponse {
             accepted,
             duplicates,
             rejected,
-        }),
-    ))
+        }
+    });
+    let answer = task.await.map_err(|e| ApiError::internal(&e))?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// The peers this node shares: `{"peers": [{"node", "url"}]}` of active peers.

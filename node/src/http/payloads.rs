@@ -42,9 +42,13 @@ pub async fn publish(
             ApiError::bad_request(e.body_text())
         }
     })?;
-    let text = std::str::from_utf8(&body)
+    let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::InvalidPayload, "body is not UTF-8"))?;
-    let accepted = ingest(&state, text, "http").await?;
+    // A task of its own: a client hanging up mid-request must not stop the
+    // fan-out of a payload that was already committed.
+    let accepted = tokio::spawn(async move { ingest(&state, &text, "http").await })
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
     let status = if accepted.duplicate {
         StatusCode::OK
     } else {

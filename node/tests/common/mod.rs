@@ -1,0 +1,119 @@
+//! Helpers shared by the tests that run the real `meshrelay` binary.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshrelay");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `meshrelay` command with no `MESHRELAY_*` variables inherited.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MESHRELAY_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+pub struct Node {
+    pub child: Child,
+    pub base: String,
+    pub port: u16,
+}
+
+impl Node {
+    pub async fn start(dir: &Path, vars: &[(&str, &str)]) -> Node {
+        Self::start_on(dir, free_port(), vars).await
+    }
+
+    /// Start on a given port (a restart keeps its URL, which peers pin).
+    pub async fn start_on(dir: &Path, port: u16, vars: &[(&str, &str)]) -> Node {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
+        let mut cmd = command(dir);
+        cmd.arg("serve")
+            .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let node = Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", node.base)).await {
+                if r.status() == 200 {
+                    return node;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not become ready; see {}",
+                dir.join("node.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("node did not exit within 30 s")
+            .unwrap()
+    }
+
+    pub async fn json(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A fresh PostgreSQL schema, and the database URL that uses it.
+pub async fn pg_schema(prefix: &str) -> (meshrelay_store::Store, String, String) {
+    let base = std::env::var("MESHRELAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("{prefix}_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let admin = meshrelay_store::Store::connect(&base)
+        .await
+        .expect("PostgreSQL is needed");
+    admin
+        .execute_raw(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    (admin, url, schema)
+}
