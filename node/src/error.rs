@@ -68,7 +68,7 @@ pub fn error_body(code: ErrorCode, message: &str) -> serde_json::Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
+        let status = StatusCode::from_u16(self.status.unwrap_or(self.code.http_status()))
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, Json(error_body(self.code, &self.message))).into_response();
         if let Some(secs) = self.retry_after {
