@@ -37,7 +37,7 @@ pub struct Args {
 }
 
 /// Pre-sign every publisher's frames so signing is not measured.
-fn presign(
+pub(crate) fn presign(
     publishers: usize,
     per: usize,
     content_bytes: usize,
@@ -84,7 +84,7 @@ struct RunResult {
     latencies_ms: Vec<f64>,
 }
 
-async fn publisher(
+pub(crate) async fn publisher(
     url: String,
     frames: Vec<(String, String)>,
     window: usize,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod forward;
 mod ingest;
 mod node;
 mod stats;
@@ -28,6 +29,8 @@ enum Scenario {
     /// Concurrent WebSocket publishers of pre-signed payloads: accepted/s and
     /// publish-to-ack latency.
     Ingest(ingest::Args),
+    /// Two nodes, A seeded with B: payloads published at A, timed until B stored them.
+    Forward(forward::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.scenario {
             Scenario::Ingest(args) => ingest::run(&node_bin, cli.runs, args).await,
+            Scenario::Forward(args) => forward::run(&node_bin, cli.runs, args).await,
         }
     })
 }

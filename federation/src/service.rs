@@ -23,6 +23,8 @@ pub const MAX_ITEMS: usize = 100;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Consecutive failed deliveries after which a peer counts as unreachable.
 const UNREACHABLE_AFTER: u32 = 5;
+/// Inbox requests in flight to one peer at a time.
+const PIPELINE: usize = 4;
 /// Deliveries in flight over all peers.
 const MAX_CONCURRENT_DELIVERIES: usize = 16;
 
@@ -52,6 +54,21 @@ pub struct Federation {
     deliveries: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+}
+
+/// `{"items":[{"payload":...,"hops":h},...]}` from stored JSON, without re-encoding it.
+fn inbox_body(items: &[meshrelay_store::OutboxItem]) -> String {
+    let mut body = String::from(r#"{"items":["#);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(r#"{"payload":"#);
+        body.push_str(item.json.as_deref().unwrap_or("null"));
+        body.push_str(&format!(r#","hops":{}}}"#, item.hops));
+    }
+    body.push_str("]}");
+    body
 }
 
 pub fn unix_now() -> i64 {
@@ -398,23 +415,32 @@ impl Federation {
             return Ok(Next::Idle);
         };
         let now = now_ms();
-        let due = self.store.due_items(peer, now, MAX_ITEMS as i64).await?;
+        let due = self
+            .store
+            .due_items(peer, now, (MAX_ITEMS * PIPELINE) as i64)
+            .await?;
         if due.is_empty() {
             return Ok(Next::Idle);
         }
         // Hidden since queued: never forwarded. Too big for any request: dead at once.
-        let (mut send, mut drop_ids, mut too_big) = (Vec::new(), Vec::new(), Vec::new());
+        // The rest goes out as up to PIPELINE requests of at most 100 items and 1 MiB.
+        let (mut batches, mut drop_ids, mut too_big) = (vec![Vec::new()], Vec::new(), Vec::new());
         let mut size = 16;
         for item in due {
             match &item.json {
                 None => drop_ids.push(item.item_id),
                 Some(json) if json.len() + 32 > MAX_BODY_BYTES => too_big.push(item.item_id),
                 Some(json) => {
-                    if size + json.len() + 32 > MAX_BODY_BYTES {
-                        break;
+                    let last = batches.last_mut().expect("never empty");
+                    if last.len() == MAX_ITEMS || size + json.len() + 32 > MAX_BODY_BYTES {
+                        if batches.len() == PIPELINE {
+                            break;
+                        }
+                        batches.push(Vec::new());
+                        size = 16;
                     }
                     size += json.len() + 32;
-                    send.push(item);
+                    batches.last_mut().expect("never empty").push(item);
                 }
             }
         }
@@ -427,69 +453,77 @@ impl Federation {
                 true,
             )
             .await?;
-        if send.is_empty() {
+        batches.retain(|b| !b.is_empty());
+        if batches.is_empty() {
             return Ok(if drop_ids.is_empty() && too_big.is_empty() {
                 Next::Idle
             } else {
                 Next::More
             });
         }
-        let mut body = String::with_capacity(size);
-        body.push_str(r#"{"items":["#);
-        for (i, item) in send.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
+        let results = futures_util::future::join_all(batches.iter().map(|batch| {
+            let body = inbox_body(batch);
+            let inbox = inbox.clone();
+            async move {
+                let _permit = self.deliveries.acquire().await;
+                self.outbound
+                    .post_signed(&inbox, body.into_bytes(), unix_now())
+                    .await
             }
-            body.push_str(r#"{"payload":"#);
-            body.push_str(item.json.as_deref().expect("filtered"));
-            body.push_str(&format!(r#","hops":{}}}"#, item.hops));
+        }))
+        .await;
+        let mut delivered = Vec::new();
+        let mut failed = Vec::new();
+        let mut why = String::new();
+        for (batch, result) in batches.iter().zip(results) {
+            match result {
+                Ok((202, _)) => delivered.extend(batch.iter().map(|i| i.item_id)),
+                other => {
+                    why = match other {
+                        Ok((status, answer)) => {
+                            format!("HTTP {status}: {}", String::from_utf8_lossy(&answer))
+                        }
+                        Err(e) => e.to_string(),
+                    };
+                    failed.extend(batch.iter());
+                }
+            }
         }
-        body.push_str("]}");
-        let ids: Vec<i64> = send.iter().map(|i| i.item_id).collect();
-        let result = {
-            let _permit = self.deliveries.acquire().await;
-            self.outbound
-                .post_signed(&inbox, body.into_bytes(), unix_now())
-                .await
-        };
-        match result {
-            Ok((202, _)) => {
-                self.store.delete_items(&ids).await?;
+        self.store.delete_items(&delivered).await?;
+        if failed.is_empty() {
+            // Health is written when it changes (or every 10 s), not per batch:
+            // on SQLite each write waits for the payload writer's lock.
+            if info.delivery_failures > 0 || info.last_delivery.is_none_or(|t| unix_now() - t >= 10)
+            {
                 self.store.record_delivery(peer, true, unix_now()).await?;
-                if info.status == "unreachable" {
-                    self.store.set_peer_status(peer, "active").await?;
-                    tracing::info!(%peer, "peer reachable again");
-                }
-                *failures = 0;
-                Ok(Next::More)
             }
-            other => {
-                let why = match other {
-                    Ok((status, answer)) => {
-                        format!("HTTP {status}: {}", String::from_utf8_lossy(&answer))
-                    }
-                    Err(e) => e.to_string(),
-                };
-                *failures += 1;
-                let delay = self.backoff(*failures);
-                let max_age_ms = self.config.max_delivery_age_secs as i64 * 1000;
-                let (dead, retry): (Vec<_>, Vec<_>) =
-                    send.iter().partition(|i| now - i.enqueued_at >= max_age_ms);
-                let dead: Vec<i64> = dead.iter().map(|i| i.item_id).collect();
-                let retry: Vec<i64> = retry.iter().map(|i| i.item_id).collect();
-                self.store.defer_items(&dead, now, &why, true).await?;
-                self.store
-                    .defer_items(&retry, now + delay.as_millis() as i64, &why, false)
-                    .await?;
-                self.store.record_delivery(peer, false, unix_now()).await?;
-                if *failures >= UNREACHABLE_AFTER && info.status == "active" {
-                    self.store.set_peer_status(peer, "unreachable").await?;
-                    tracing::warn!(%peer, failures = *failures, "peer unreachable; still probing");
-                }
-                tracing::info!(%peer, error = %why, retry_in = ?delay, "delivery failed");
-                Ok(Next::Backoff(delay))
+            if info.status == "unreachable" {
+                self.store.set_peer_status(peer, "active").await?;
+                tracing::info!(%peer, "peer reachable again");
             }
+            *failures = 0;
+            return Ok(Next::More);
         }
+        *failures += 1;
+        let delay = self.backoff(*failures);
+        let max_age_ms = self.config.max_delivery_age_secs as i64 * 1000;
+        let (dead, retry): (Vec<&meshrelay_store::OutboxItem>, Vec<_>) = failed
+            .iter()
+            .copied()
+            .partition(|i| now - i.enqueued_at >= max_age_ms);
+        let dead: Vec<i64> = dead.iter().map(|i| i.item_id).collect();
+        let retry: Vec<i64> = retry.iter().map(|i| i.item_id).collect();
+        self.store.defer_items(&dead, now, &why, true).await?;
+        self.store
+            .defer_items(&retry, now + delay.as_millis() as i64, &why, false)
+            .await?;
+        self.store.record_delivery(peer, false, unix_now()).await?;
+        if *failures >= UNREACHABLE_AFTER && info.status == "active" {
+            self.store.set_peer_status(peer, "unreachable").await?;
+            tracing::warn!(%peer, failures = *failures, "peer unreachable; still probing");
+        }
+        tracing::info!(%peer, error = %why, retry_in = ?delay, "delivery failed");
+        Ok(Next::Backoff(delay))
     }
 
     /// `retry_min * 2^(failures-1)`, at most `retry_max`, with jitter in [50%, 100%].
