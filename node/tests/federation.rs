@@ -319,3 +319,97 @@ async fn a_peer_outage_and_a_kill_9_of_the_sender_lose_nothing() {
         assert!(n.wait().await.success());
     }
 }
+
+/// A's database, opened beside the running node (SQLite allows readers).
+async fn store_of(dir: &std::path::Path) -> meshrelay_store::Store {
+    meshrelay_store::Store::connect(&format!(
+        "sqlite://{}",
+        dir.join("data/meshrelay.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_peer_whose_key_changes_is_flagged_and_gets_nothing_more() {
+    let (da, db, db2) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let b = Node::start(db.path(), &vars(&[])).await;
+    let b_port = b.port;
+    let a = Node::start(
+        da.path(),
+        &vars(&[
+            ("MESHRELAY_SEED_PEERS", &b.base),
+            ("MESHRELAY_POLL_SCHEDULE", "* * * * * *"),
+        ]),
+    )
+    .await;
+    eventually("A to join B", 20, async || peer_count(&a).await == 1).await;
+    let a_store = store_of(da.path()).await;
+    let b_key = a_store.peers().await.unwrap()[0].node.clone();
+    b.signal("-TERM");
+    assert!(b.wait().await.success());
+    // Another node, with another key, now answers at B's URL.
+    let impostor = Node::start_on(db2.path(), b_port, &vars(&[])).await;
+    eventually("A's poll to flag the key change", 20, async || {
+        a_store.peer(&b_key).await.unwrap().unwrap().status == "key_changed"
+    })
+    .await;
+    publish(
+        &a,
+        &post(&NodeKey::generate(), 1, "general", "not for the impostor"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        metric(&impostor, FROM_PEER_STORED).await + metric(&impostor, FROM_PEER_DUP).await,
+        0
+    );
+    assert_eq!(peer_count(&a).await, 0, "a key_changed peer is not shared");
+    for n in [a, impostor] {
+        n.signal("-TERM");
+        assert!(n.wait().await.success());
+    }
+}
+
+#[tokio::test]
+async fn undeliverable_items_become_dead_letters_after_the_delivery_age() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Node::start(db.path(), &vars(&[])).await;
+    let a = Node::start(
+        da.path(),
+        &vars(&[
+            ("MESHRELAY_SEED_PEERS", &b.base),
+            ("MESHRELAY_MAX_DELIVERY_AGE_SECS", "1"),
+        ]),
+    )
+    .await;
+    eventually("A to join B", 20, async || peer_count(&a).await == 1).await;
+    b.signal("-TERM");
+    assert!(b.wait().await.success());
+    let key = NodeKey::generate();
+    for i in 1..=5 {
+        publish(&a, &post(&key, i, "general", "doomed")).await;
+    }
+    let a_store = store_of(da.path()).await;
+    eventually("the items to die", 20, async || {
+        a_store.outbox_items("dead", 10).await.unwrap().len() == 5
+    })
+    .await;
+    let dead = a_store.outbox_items("dead", 10).await.unwrap();
+    assert!(
+        dead.iter()
+            .all(|i| i.attempts >= 1 && i.last_error.is_some()),
+        "{dead:?}"
+    );
+    assert!(a_store
+        .outbox_items("pending", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    a.signal("-TERM");
+    assert!(a.wait().await.success());
+}
