@@ -304,3 +304,26 @@ async fn a_node_refuses_to_fetch_private_addresses_unless_allowed() {
     );
     assert!(b.state.store.peers().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn with_approval_required_a_newcomer_waits_as_pending() {
+    let b = spawn_app_with(&[
+        ("MESHRELAY_ALLOW_PRIVATE_PEERS", "true"),
+        ("MESHRELAY_REQUIRE_PEER_APPROVAL", "true"),
+    ])
+    .await;
+    let c = spawn_app().await;
+    let c_key = (*c.state.node_key).clone();
+    let announce = json!({"url": c.base}).to_string();
+    let (status, v) =
+        signed_post(&b, &c_key, "/v1/federation/announce", &announce, now_secs()).await;
+    assert_eq!((status, v), (202, json!({"status": "pending"})));
+    let body = json!({"items": [item(&post_in("general", "too early"))]}).to_string();
+    let (status, v) = signed_post(&b, &c_key, INBOX, &body, now_secs()).await;
+    assert_eq!((status, code(&v)), (403, "peer_pending"));
+    assert_eq!(
+        b.get_json("/v1/federation/peers").await.1,
+        json!({"peers": []})
+    );
+    assert_eq!(b.state.store.count_payloads().await.unwrap(), 0);
+}
