@@ -82,3 +82,20 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A request body, or the error its rejection deserves: `too_large` (413) past
+/// the route's body limit, `bad_request` otherwise.
+pub fn body_or_413(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<axum::body::Bytes> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::TooLarge,
+                "request body is larger than this route takes",
+            )
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })
+}

@@ -21,19 +21,9 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::schema::ErrorBody;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{body_or_413, ApiError, ApiResult};
 use crate::ingest::{check, count, store_checked, Source};
 use crate::state::{unix_now, AppState};
-
-fn body_or_413(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::TooLarge, "request body is over 1 MiB")
-        } else {
-            ApiError::bad_request(e.body_text())
-        }
-    })
-}
 
 /// Verify the request's signature; returns the signer.
 fn verify(

@@ -14,7 +14,7 @@ use meshrelay_store::Cursor;
 use serde_json::value::RawValue;
 
 use super::schema::{ErrorBody, PayloadDoc, PublishResponse, QueryResponse};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{body_or_413, ApiError, ApiResult};
 use crate::ingest::ingest;
 use crate::state::AppState;
 
@@ -35,13 +35,7 @@ pub async fn publish(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<PublishResponse>)> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::TooLarge, "request body is too large")
-        } else {
-            ApiError::bad_request(e.body_text())
-        }
-    })?;
+    let body = body_or_413(body)?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::InvalidPayload, "body is not UTF-8"))?;
     // A task of its own: a client hanging up mid-request must not stop the
