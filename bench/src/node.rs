@@ -25,6 +25,8 @@ impl Node {
             .current_dir(dir.path())
             .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("MESHRELAY_DATA_DIR", dir.path().join("data"))
+            // Load generation, not abuse: measure the node, not its limiter.
+            .env("MESHRELAY_PUBLISH_RATE", "0")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

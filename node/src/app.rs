@@ -74,7 +74,12 @@ impl Application {
             })
             .map(|task| (stop_tx, task));
         let metrics = Arc::new(Metrics::default());
+        let limits = Arc::new(crate::limits::RateLimits::new(
+            settings.publish_rate,
+            settings.publish_burst,
+        ));
         let state = AppState {
+            limits,
             hub: Arc::new(Hub::new(metrics.clone())),
             settings: Arc::new(settings),
             store,

@@ -8,6 +8,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod node_key;
 pub mod settings;

@@ -66,6 +66,8 @@ struct Raw {
     deleted_grace_days: u32,
     job_history: u32,
     disabled_jobs: Option<ListSetting>,
+    publish_rate: u32,
+    publish_burst: u32,
 }
 
 /// The node's resolved settings.
@@ -113,6 +115,11 @@ pub struct Settings {
     pub job_history: u32,
     /// Jobs that are registered but never scheduled (they still run on demand).
     pub disabled_jobs: Vec<String>,
+    /// Sustained publishes per second allowed per WebSocket connection and per
+    /// client address over HTTP; 0 turns the limit off.
+    pub publish_rate: u32,
+    /// Publishes allowed in a burst above the sustained rate.
+    pub publish_burst: u32,
 }
 
 const DEFAULTS: &[(&str, &str)] = &[
@@ -141,6 +148,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("retention_days", "0"),
     ("deleted_grace_days", "7"),
     ("job_history", "50"),
+    ("publish_rate", "50"),
+    ("publish_burst", "100"),
 ];
 
 impl Settings {
@@ -270,6 +279,8 @@ impl Settings {
                 .disabled_jobs
                 .map(ListSetting::into_vec)
                 .unwrap_or_default(),
+            publish_rate: raw.publish_rate,
+            publish_burst: raw.publish_burst,
         })
     }
 

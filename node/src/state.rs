@@ -33,6 +33,8 @@ pub struct AppState {
     pub scheduler: Arc<meshrelay_scheduler::Scheduler>,
     /// Peers, routing, outbound delivery and inbound verification.
     pub federation: Arc<meshrelay_federation::Federation>,
+    /// Publish budgets per connection and per client address.
+    pub limits: Arc<crate::limits::RateLimits>,
     /// SQLite's background WAL checkpointer and the sender that stops it,
     /// taken by the shutdown sequence after the writer has finished.
     #[allow(clippy::type_complexity)]

@@ -57,6 +57,7 @@ async fn connection(socket: WebSocket, state: AppState) {
     let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), state.shutdown.clone()));
 
     let shutdown = state.shutdown.clone();
+    let state_limits = state.limits.clone();
     let mut session = Session {
         state,
         conn: conn.clone(),
@@ -64,6 +65,7 @@ async fn connection(socket: WebSocket, state: AppState) {
         challenge,
         pubkey: None,
         inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_PUBLISHES)),
+        limiter: state_limits.for_connection(),
     };
     loop {
         tokio::select! {
@@ -152,6 +154,8 @@ struct Session {
     /// The key the client proved, once it authenticated.
     pubkey: Option<String>,
     inflight: Arc<Semaphore>,
+    /// This connection's publish budget (None: unlimited).
+    limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
 impl Session {
@@ -225,6 +229,18 @@ impl Session {
     /// Publishes run as their own tasks so one connection can keep many in
     /// flight (answers carry the id, so their order does not matter).
     async fn publish(&self, raw: String) {
+        if let Err(secs) = crate::limits::RateLimits::check_connection(&self.limiter) {
+            #[derive(serde::Deserialize)]
+            struct IdOnly {
+                id: String,
+            }
+            let id = serde_json::from_str::<IdOnly>(&raw).ok().map(|x| x.id);
+            let err = ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!("too many publishes on this connection; retry in {secs} s"),
+            );
+            return self.send(out::ok_refused(id.as_deref(), &err)).await;
+        }
         let Ok(permit) = self.inflight.clone().acquire_owned().await else {
             return;
         };

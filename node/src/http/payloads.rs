@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -29,12 +29,22 @@ use crate::state::AppState;
         (status = 403, description = "Author blocked", body = ErrorBody),
         (status = 413, description = "Content over max_content_bytes", body = ErrorBody),
         (status = 422, description = "invalid_payload, invalid_id or invalid_signature", body = ErrorBody),
+        (status = 429, description = "rate_limited, with Retry-After", body = ErrorBody),
     )
 )]
 pub async fn publish(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<PublishResponse>)> {
+    if let Err(secs) = state.limits.check_http(client.ip()) {
+        let mut err = ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many publishes from this address; retry in {secs} s"),
+        );
+        err.retry_after = Some(secs);
+        return Err(err);
+    }
     let body = body_or_413(body)?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::InvalidPayload, "body is not UTF-8"))?;

@@ -38,6 +38,8 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
             "MESHRELAY_DATA_DIR".to_string(),
             dir.path().display().to_string(),
         ),
+        // Tests publish in bulk; the rate limit has tests of its own.
+        ("MESHRELAY_PUBLISH_RATE".to_string(), "0".to_string()),
     ];
     env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::load_from(None, env).unwrap();

@@ -428,3 +428,51 @@ async fn the_openapi_document_lists_exactly_what_is_served() {
         }
     }
 }
+
+#[tokio::test]
+async fn publishing_faster_than_the_limit_is_refused_with_429_and_retry_after() {
+    let app = spawn_app_with(&[
+        ("MESHRELAY_PUBLISH_RATE", "1"),
+        ("MESHRELAY_PUBLISH_BURST", "2"),
+    ])
+    .await;
+    let key = NodeKey::generate();
+    assert_eq!(app.publish(&signed(&key, 1, None, "c", "1")).await.0, 201);
+    assert_eq!(app.publish(&signed(&key, 2, None, "c", "2")).await.0, 201);
+    let p = signed(&key, 3, None, "c", "3");
+    let resp = app
+        .client
+        .post(format!("{}/v1/payloads", app.base))
+        .body(p.to_json())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(
+        app.get_json(&format!("/v1/payloads/{}", p.id)).await.0,
+        404,
+        "nothing stored"
+    );
+
+    // A WebSocket connection has a budget of its own.
+    let mut ws = app.ws().await;
+    for seq in 4..=6u64 {
+        let p = signed(&key, seq, None, "c", "ws");
+        ws.send_json(json!({"op": "publish", "payload": p})).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(ws.next_json().await);
+    }
+    let refused: Vec<&Value> = answers.iter().filter(|a| a["accepted"] == false).collect();
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert_eq!(refused[0]["code"], "rate_limited");
+}

@@ -51,6 +51,8 @@ impl Node {
         let mut cmd = command(dir);
         cmd.arg("serve")
             .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
+            // Tests publish in bulk; the rate limit has tests of its own.
+            .env("MESHRELAY_PUBLISH_RATE", "0")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
