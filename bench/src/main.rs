@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod fanout;
 mod forward;
 mod ingest;
 mod node;
@@ -31,6 +32,9 @@ enum Scenario {
     Ingest(ingest::Args),
     /// Two nodes, A seeded with B: payloads published at A, timed until B stored them.
     Forward(forward::Args),
+    /// Idle subscribers on one channel, one publisher at a fixed rate: delivery
+    /// latency and memory per idle connection (one run; `--runs` is ignored).
+    Fanout(fanout::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Ingest(args) => ingest::run(&node_bin, cli.runs, args).await,
             Scenario::Forward(args) => forward::run(&node_bin, cli.runs, args).await,
+            Scenario::Fanout(args) => fanout::run(&node_bin, args).await,
         }
     })
 }

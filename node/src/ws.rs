@@ -37,7 +37,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let max = crate::http::max_body_bytes(state.settings.limits.max_content_bytes);
     let tracker = state.ws_tasks.clone();
-    ws.max_message_size(max)
+    // tungstenite allocates its whole read buffer per connection up front (128
+    // KiB by default): most of an idle connection's memory. 4 KiB grows on
+    // demand for large frames.
+    ws.read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| tracker.track_future(connection(socket, state)))
 }

@@ -1,0 +1,214 @@
+//! Fanout: M idle WebSocket subscribers on one channel (connections spread over
+//! several 127.0.0.x source addresses so ports do not run out), one publisher
+//! at a fixed rate. Measured: publish-to-delivery latency over all deliveries,
+//! and the node's RSS before and after connecting the subscribers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use meshrelay_protocol::payload::Draft;
+use meshrelay_protocol::{NodeKey, Payload};
+use serde_json::{json, Value};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::node::Node;
+use crate::stats::quantile;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Idle subscribers.
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: usize,
+    /// Payloads per second from the publisher.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Source addresses 127.0.0.2, 127.0.0.3, ... the subscribers connect from.
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn connect_from(src: IpAddr, node: SocketAddr, url: &str) -> anyhow::Result<Ws> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(src, 0))?;
+    let stream = socket.connect(node).await?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
+pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
+    let node = Node::start(
+        bin,
+        &[
+            // Idle connections are cheap only if their queues are: one backfill of 0.
+            ("MESHRELAY_MAX_SUBSCRIPTIONS", "4".to_string()),
+        ],
+    )
+    .await?;
+    let addr: SocketAddr = node.base.trim_start_matches("http://").parse()?;
+    let url = node.ws_url();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = node.rss_kib().unwrap_or(0);
+
+    // Connect and subscribe everyone; each subscriber then only reads.
+    let start = Arc::new(Instant::now());
+    let mut readers = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        let src = IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            2 + (i % args.sources.max(1) as usize) as u8,
+        ));
+        let mut ws = connect_from(src, addr, &url)
+            .await
+            .with_context(|| format!("subscriber {i}"))?;
+        ws.send(Message::text(
+            json!({"op": "subscribe", "sub": "f", "filters": [{"channels": ["fanout"], "limit": 0}]}).to_string(),
+        ))
+        .await?;
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                anyhow::bail!("subscriber {i} closed before eose");
+            };
+            if serde_json::from_str::<Value>(&t)?["op"] == "eose" {
+                break;
+            }
+        }
+        let start = start.clone();
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    let v: Value = match serde_json::from_str(&t) {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    };
+                    if v["op"] == "payload" {
+                        if v["payload"]["content"] == "stop" {
+                            break;
+                        }
+                        if let Some(sent_us) = v["payload"]["content"]
+                            .as_str()
+                            .and_then(|c| c.parse::<u64>().ok())
+                        {
+                            let now_us = start.elapsed().as_micros() as u64;
+                            latencies.push(now_us.saturating_sub(sent_us) as f64 / 1000.0);
+                        }
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = node.rss_kib().unwrap_or(0);
+
+    // Publish at a fixed rate; each content is the send time in µs since start.
+    let key = NodeKey::generate();
+    let (mut publisher, _) = tokio_tungstenite::connect_async(&url).await?;
+    let total = args.rate as u64 * args.seconds;
+    let mut tick =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
+    let sign = |seq: u64, content: String| {
+        Payload::sign(
+            &key,
+            Draft {
+                seq,
+                prev: (seq > 1).then(|| "ab".repeat(32)),
+                created_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs(),
+                kind: "post".into(),
+                channel: "fanout".into(),
+                tags: vec![],
+                content,
+            },
+        )
+    };
+    for seq in 1..=total {
+        tick.tick().await;
+        let sent_us = start.elapsed().as_micros() as u64;
+        let p = sign(seq, sent_us.to_string());
+        publisher
+            .send(Message::text(
+                json!({"op": "publish", "payload": p}).to_string(),
+            ))
+            .await?;
+    }
+    // Publishes on one connection are processed concurrently: wait for every
+    // acknowledgement, or the stop marker could overtake the last payloads.
+    let mut acked = 0;
+    while acked < total {
+        match tokio::time::timeout(Duration::from_secs(60), publisher.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                if serde_json::from_str::<Value>(&t)?["op"] == "ok" {
+                    acked += 1;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => anyhow::bail!("the publisher's acknowledgements stopped at {acked} of {total}"),
+        }
+    }
+    let stop = sign(total + 1, "stop".into());
+    publisher
+        .send(Message::text(
+            json!({"op": "publish", "payload": stop}).to_string(),
+        ))
+        .await?;
+
+    let mut all = Vec::new();
+    let mut short = 0usize;
+    for r in readers {
+        match tokio::time::timeout(Duration::from_secs(60), r).await {
+            Ok(Ok(l)) => {
+                if (l.len() as u64) < total {
+                    short += 1;
+                }
+                all.extend(l);
+            }
+            _ => short += 1,
+        }
+    }
+    node.stop().await?;
+    all.sort_by(|a, b| a.total_cmp(b));
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / args.subscribers.max(1) as f64;
+    let out = json!({
+        "scenario": "fanout",
+        "subscribers": args.subscribers,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "deliveries": all.len(),
+        "expected_deliveries": total as usize * args.subscribers,
+        "subscribers_short": short,
+        "p50_ms": quantile(&all, 0.5),
+        "p99_ms": quantile(&all, 0.99),
+        "max_ms": all.last().copied().unwrap_or(f64::NAN),
+        "node_rss_kib_before": rss_before,
+        "node_rss_kib_after_connect": rss_after,
+        "rss_kib_per_idle_connection": per_conn,
+    });
+    println!("{out}");
+    eprintln!(
+        "fanout: {} subscribers at {}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} of {} deliveries; {:.1} KiB RSS per idle connection",
+        args.subscribers,
+        args.rate,
+        quantile(&all, 0.5),
+        quantile(&all, 0.99),
+        all.last().copied().unwrap_or(f64::NAN),
+        all.len(),
+        total as usize * args.subscribers,
+        per_conn
+    );
+    Ok(())
+}
