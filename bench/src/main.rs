@@ -10,6 +10,7 @@ mod fanout;
 mod forward;
 mod ingest;
 mod node;
+mod soak;
 mod stats;
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,8 @@ enum Scenario {
     /// Idle subscribers on one channel, one publisher at a fixed rate: delivery
     /// latency and memory per idle connection (one run; `--runs` is ignored).
     Fanout(fanout::Args),
+    /// A bounded run at a fixed rate, sampling RSS and errors (one run).
+    Soak(soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Ingest(args) => ingest::run(&node_bin, cli.runs, args).await,
             Scenario::Forward(args) => forward::run(&node_bin, cli.runs, args).await,
             Scenario::Fanout(args) => fanout::run(&node_bin, args).await,
+            Scenario::Soak(args) => soak::run(&node_bin, args).await,
         }
     })
 }

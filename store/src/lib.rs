@@ -33,6 +33,10 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// WAL frames (pages) past which the checkpointer forces the log to start
+/// over: 10,000 frames of 4 KiB, about 40 MB.
+const WAL_RESTART_FRAMES: i64 = 10_000;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -105,8 +109,7 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                .pragma("cache_size", "-131072")
-                .pragma("mmap_size", "1073741824")
+                .pragma("cache_size", "-16384")
                 .pragma("temp_store", "memory")
                 .pragma("wal_autocheckpoint", "0");
             let pool = SqlitePoolOptions::new()
@@ -153,11 +156,25 @@ impl Store {
                     _ = &mut stop => break,
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&pool)
-                    .await
-                {
-                    tracing::warn!(error = ?e, "WAL checkpoint failed");
+                // (busy, frames in the log, frames checkpointed)
+                let passive: Result<(i64, i64, i64), _> =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(&pool)
+                        .await;
+                match passive {
+                    // A PASSIVE checkpoint never makes the log start over while the
+                    // writer keeps writing, so under steady load the WAL grew without
+                    // bound (it filled a disk in a soak run). Past the limit, RESTART
+                    // waits for a gap between the writer's transactions and makes the
+                    // next one start the log from the beginning.
+                    Ok((_, frames, _)) if frames > WAL_RESTART_FRAMES => {
+                        let restart = sqlx::query("PRAGMA wal_checkpoint(RESTART)");
+                        if let Err(e) = restart.execute(&pool).await {
+                            tracing::warn!(error = ?e, frames, "WAL restart checkpoint failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = ?e, "WAL checkpoint failed"),
                 }
             }
             // Leave a small WAL behind on a clean stop.
