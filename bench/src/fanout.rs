@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use meshrelay_protocol::payload::Draft;
-use meshrelay_protocol::{NodeKey, Payload};
+use meshrelay_protocol::NodeKey;
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
@@ -120,21 +119,7 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
     let mut tick =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
     let sign = |seq: u64, content: String| {
-        Payload::sign(
-            &key,
-            Draft {
-                seq,
-                prev: (seq > 1).then(|| "ab".repeat(32)),
-                created_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs(),
-                kind: "post".into(),
-                channel: "fanout".into(),
-                tags: vec![],
-                content,
-            },
-        )
+        crate::payloads::post(&key, seq, "fanout".into(), vec![], content)
     };
     for seq in 1..=total {
         tick.tick().await;

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
-use meshrelay_protocol::payload::Draft;
-use meshrelay_protocol::{NodeKey, Payload};
+use meshrelay_protocol::NodeKey;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -43,10 +42,6 @@ pub(crate) fn presign(
     content_bytes: usize,
     run: usize,
 ) -> Vec<Vec<(String, String)>> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let content = "x".repeat(content_bytes);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..publishers)
@@ -56,17 +51,12 @@ pub(crate) fn presign(
                     let key = NodeKey::generate();
                     (1..=per as u64)
                         .map(|seq| {
-                            let p = Payload::sign(
+                            let p = crate::payloads::post(
                                 &key,
-                                Draft {
-                                    seq,
-                                    prev: (seq > 1).then(|| "ab".repeat(32)),
-                                    created_at: now,
-                                    kind: "post".into(),
-                                    channel: format!("bench/{run}/{i}"),
-                                    tags: vec![vec!["t".into(), "bench".into()]],
-                                    content: content.clone(),
-                                },
+                                seq,
+                                format!("bench/{run}/{i}"),
+                                vec![vec!["t".into(), "bench".into()]],
+                                content.clone(),
                             );
                             let frame = json!({"op": "publish", "payload": p}).to_string();
                             (p.id, frame)

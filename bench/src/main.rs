@@ -10,6 +10,7 @@ mod fanout;
 mod forward;
 mod ingest;
 mod node;
+mod payloads;
 mod soak;
 mod stats;
 

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use meshrelay_protocol::payload::Draft;
-use meshrelay_protocol::{NodeKey, Payload};
+use meshrelay_protocol::NodeKey;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -77,20 +76,12 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 tick.tick().await;
                 seq += 1;
-                let p = Payload::sign(
+                let p = crate::payloads::post(
                     &key,
-                    Draft {
-                        seq,
-                        prev: (seq > 1).then(|| "ab".repeat(32)),
-                        created_at: std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap()
-                            .as_secs(),
-                        kind: "post".into(),
-                        channel: format!("soak/{i}"),
-                        tags: vec![vec!["t".into(), "soak".into()]],
-                        content: format!("soak {seq}"),
-                    },
+                    seq,
+                    format!("soak/{i}"),
+                    vec![vec!["t".into(), "soak".into()]],
+                    format!("soak {seq}"),
                 );
                 if tx
                     .send(Message::text(

@@ -246,10 +246,7 @@ impl Store {
 
     /// Hide one payload for good (an operator's removal). True when it was visible.
     pub async fn hide_payload(&self, id: &str) -> Result<bool> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = crate::writer::now_ms();
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new("UPDATE payloads SET hidden = TRUE, hidden_at = ");
             qb.push_bind(now_ms).push(" WHERE NOT hidden AND id = ").push_bind(id.to_string());

@@ -161,7 +161,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
