@@ -39,6 +39,8 @@ pub struct Config {
     pub retry_min_secs: u64,
     pub retry_max_secs: u64,
     pub max_delivery_age_secs: u64,
+    /// Most payloads one sync session may cover (PROTOCOL.md 5.5).
+    pub sync_max_items: usize,
 }
 
 pub struct Federation {
@@ -46,6 +48,8 @@ pub struct Federation {
     pub store: Store,
     pub outbound: Outbound,
     pub verifier: Verifier,
+    /// Answers peers' sync rounds.
+    pub sync: crate::sync::Responder,
     pub key: Arc<NodeKey>,
     /// Routing table of the active peers' preferences, rebuilt when they change.
     router: RwLock<Arc<Router>>,
@@ -118,11 +122,13 @@ impl Federation {
         allow_private: bool,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let sync_max_items = config.sync_max_items;
         Arc::new(Self {
             outbound: Outbound::new(key.clone(), allow_private),
             config,
             store,
             verifier: Verifier::default(),
+            sync: crate::sync::Responder::new(sync_max_items),
             key,
             router: RwLock::new(Arc::new(Router::default())),
             wakers: Mutex::new(HashMap::new()),

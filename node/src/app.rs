@@ -22,6 +22,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     writer_task: meshrelay_store::WriterTask,
+    job_state: crate::jobs::JobState,
 }
 
 impl Application {
@@ -55,16 +56,19 @@ impl Application {
                 retry_min_secs: settings.retry_min_secs,
                 retry_max_secs: settings.retry_max_secs,
                 max_delivery_age_secs: settings.max_delivery_age_secs,
+                sync_max_items: settings.sync_max_items,
             },
             store.clone(),
             node_key.clone(),
             settings.allow_private_peers,
             shutdown.clone(),
         );
+        let job_state = crate::jobs::JobState::default();
         let scheduler = Arc::new(crate::jobs::build_scheduler(
             &settings,
             &store,
             &federation,
+            &job_state,
         )?);
         let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -97,12 +101,14 @@ impl Application {
             scheduler,
             federation,
         };
+        *job_state.lock().expect("lock") = Some(state.clone());
         let (router, _api) = crate::http::router(state.clone());
         Ok(Self {
             listener,
             router,
             state,
             writer_task,
+            job_state,
         })
     }
 
@@ -129,6 +135,7 @@ impl Application {
             router,
             state,
             writer_task,
+            job_state,
         } = self;
         let shutdown = state.shutdown.clone();
         let scheduler_task = state
@@ -161,6 +168,7 @@ impl Application {
         {
             tracing::warn!("a scheduled job did not finish within 30 s");
         }
+        job_state.lock().expect("lock").take();
         state.ws_tasks.close();
         if tokio::time::timeout(Duration::from_secs(20), state.ws_tasks.wait())
             .await
@@ -168,24 +176,46 @@ impl Application {
         {
             tracing::warn!("WebSocket connections did not close within 20 s");
         }
-        let store = state.store.clone();
-        let checkpointer = state.checkpointer.lock().expect("lock").take();
-        drop(state);
-        // The writer ends once every handle is gone, after committing its queue.
-        if tokio::time::timeout(Duration::from_secs(30), writer_task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the writer did not finish within 30 s");
-        }
-        if let Some((stop, task)) = checkpointer {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
-        store.close().await;
+        close(state, writer_task).await;
         tracing::info!("stopped");
         Ok(())
     }
+
+    /// Close a node that was built but never served (a one-shot command such as
+    /// `meshrelay sync`): commit queued writes and close storage.
+    pub async fn close(self) {
+        let Application {
+            listener,
+            router,
+            state,
+            writer_task,
+            job_state,
+        } = self;
+        // The router and the jobs hold state (and so the writer) too.
+        drop((listener, router));
+        job_state.lock().expect("lock").take();
+        close(state, writer_task).await;
+    }
+}
+
+/// The last steps of a drain: the writer commits its queue, the checkpointer
+/// runs once more, storage closes.
+async fn close(state: AppState, writer_task: meshrelay_store::WriterTask) {
+    let store = state.store.clone();
+    let checkpointer = state.checkpointer.lock().expect("lock").take();
+    drop(state);
+    // The writer ends once every handle is gone, after committing its queue.
+    if tokio::time::timeout(Duration::from_secs(30), writer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the writer did not finish within 30 s");
+    }
+    if let Some((stop, task)) = checkpointer {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    store.close().await;
 }
 
 /// A database URL without its password, for messages.

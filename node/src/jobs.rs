@@ -1,4 +1,5 @@
 //! The node's scheduled jobs: `poll` (peers' preferences, PROTOCOL.md 5.3),
+//! `sync` (anti-entropy with each active peer, 5.5),
 //! `prune` (retention, purging deleted payloads) and `optimize` (planner
 //! statistics).
 
@@ -11,12 +12,18 @@ use meshrelay_store::Store;
 
 use crate::settings::Settings;
 
+/// The node's state for jobs that need all of it (`sync` stores what it
+/// fetches the way the inbox does). Filled once the state exists and emptied
+/// when the node drains, so the jobs do not keep the writer alive.
+pub type JobState = Arc<std::sync::Mutex<Option<crate::state::AppState>>>;
+
 /// Build the scheduler with this node's jobs, refusing unknown names in
 /// `disabled_jobs`.
 pub fn build_scheduler(
     settings: &Settings,
     store: &Store,
     federation: &Arc<meshrelay_federation::Federation>,
+    job_state: &JobState,
 ) -> anyhow::Result<Scheduler> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -63,7 +70,19 @@ pub fn build_scheduler(
         let fed = fed.clone();
         async move { fed.poll_all().await }.boxed()
     });
+    let cell = job_state.clone();
+    let sync: meshrelay_scheduler::JobFn = Arc::new(move || {
+        let state = cell.lock().expect("lock").clone();
+        async move {
+            match state {
+                Some(state) => crate::sync::sync_all(&state).await,
+                None => Ok("the node is stopping; skipped".to_string()),
+            }
+        }
+        .boxed()
+    });
     scheduler.add("poll", "poll_schedule", &settings.poll_schedule, poll)?;
+    scheduler.add("sync", "sync_schedule", &settings.sync_schedule, sync)?;
     scheduler.add("prune", "prune_schedule", &settings.prune_schedule, prune)?;
     scheduler.add(
         "optimize",

@@ -51,6 +51,7 @@ struct Raw {
     sync_schedule: String,
     prune_schedule: String,
     sync_window_days: u32,
+    sync_max_items: usize,
     retry_min_secs: u64,
     retry_max_secs: u64,
     max_delivery_age_secs: u64,
@@ -92,6 +93,9 @@ pub struct Settings {
     pub sync_schedule: String,
     pub prune_schedule: String,
     pub sync_window_days: u32,
+    /// Most payloads one sync session may cover, on either side; a larger
+    /// window is refused (413) or split.
+    pub sync_max_items: usize,
     pub retry_min_secs: u64,
     pub retry_max_secs: u64,
     pub max_delivery_age_secs: u64,
@@ -134,6 +138,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("sync_schedule", "0 0 * * * *"),
     ("prune_schedule", "0 30 3 * * *"),
     ("sync_window_days", "7"),
+    ("sync_max_items", "1000000"),
     ("retry_min_secs", "10"),
     ("retry_max_secs", "3600"),
     ("max_delivery_age_secs", "259200"),
@@ -259,6 +264,7 @@ impl Settings {
             sync_schedule: raw.sync_schedule,
             prune_schedule: raw.prune_schedule,
             sync_window_days: raw.sync_window_days,
+            sync_max_items: raw.sync_max_items.max(1),
             retry_min_secs: raw.retry_min_secs,
             retry_max_secs: raw.retry_max_secs,
             max_delivery_age_secs: raw.max_delivery_age_secs,

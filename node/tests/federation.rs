@@ -413,3 +413,139 @@ async fn undeliverable_items_become_dead_letters_after_the_delivery_age() {
     a.signal("-TERM");
     assert!(a.wait().await.success());
 }
+
+/// Pending outbox items of the node whose data directory is `dir`.
+async fn pending_outbox(dir: &std::path::Path) -> i64 {
+    let url = format!("sqlite://{}", dir.join("data/meshrelay.db").display());
+    let store = meshrelay_store::Store::connect(&url).await.unwrap();
+    let n = store
+        .outbox_depths()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    store.close().await;
+    n
+}
+
+async fn publish_many(node: &Node, n: u64, tag: &str) {
+    let key = NodeKey::generate();
+    let client = reqwest::Client::new();
+    for seq in 1..=n {
+        let p = post(&key, seq, "mesh/partition", &format!("{tag} {seq}"));
+        let r = client
+            .post(format!("{}/v1/payloads", node.base))
+            .body(p.to_json())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+}
+
+/// `meshrelay sync` as the node in `dir`, one JSON report per peer.
+async fn sync_cli(dir: &std::path::Path, peer: &str) -> Value {
+    let out = command(dir)
+        .args(["sync", "--peer", peer, "--json"])
+        .env("MESHRELAY_ALLOW_PRIVATE_PEERS", "true")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "meshrelay sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn partitioned_processes_converge_with_one_meshrelay_sync() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Forwards that fail once are dead letters at once: the partition loses them.
+    let lossy = vars(&[("MESHRELAY_MAX_DELIVERY_AGE_SECS", "0")]);
+    let a = Node::start(da.path(), &lossy).await;
+    let pa = a.port;
+    let a_url = a.base.clone();
+    let mut with_seed = lossy.clone();
+    with_seed.push(("MESHRELAY_SEED_PEERS", &a_url));
+    let b = Node::start(db.path(), &with_seed).await;
+    let pb = b.port;
+    eventually("B to join A", 20, async || {
+        peer_count(&a).await == 1 && peer_count(&b).await == 1
+    })
+    .await;
+
+    // B is down while A takes 1,000; A's forwards to B fail and are given up.
+    b.signal("-TERM");
+    assert!(b.wait().await.success());
+    publish_many(&a, 1000, "on a").await;
+    eventually("A to give up its forwards", 30, async || {
+        pending_outbox(da.path()).await == 0
+    })
+    .await;
+    a.signal("-TERM");
+    assert!(a.wait().await.success());
+    // Then A is down while B takes 1,000.
+    let b = Node::start_on(db.path(), pb, &with_seed).await;
+    publish_many(&b, 1000, "on b").await;
+    eventually("B to give up its forwards", 30, async || {
+        pending_outbox(db.path()).await == 0
+    })
+    .await;
+    let a = Node::start_on(da.path(), pa, &lossy).await;
+
+    // One sync run from B's side, while B serves.
+    let r = sync_cli(db.path(), &a.base).await;
+    assert_eq!(
+        (
+            &r["have"],
+            &r["need"],
+            &r["fetched"],
+            &r["pushed"],
+            &r["rejected"]
+        ),
+        (
+            &json!(1000),
+            &json!(1000),
+            &json!(1000),
+            &json!(1000),
+            &json!(0)
+        ),
+        "{r}"
+    );
+    assert_eq!(
+        metric(&a, FROM_PEER_DUP).await,
+        0,
+        "A was offered a payload twice"
+    );
+    // Both hold the same 2,000: a second run finds no difference either way.
+    let again = sync_cli(db.path(), &a.base).await;
+    assert_eq!(
+        (&again["have"], &again["need"]),
+        (&json!(0), &json!(0)),
+        "{again}"
+    );
+    for node in [&a, &b] {
+        let (_, page) = node
+            .json("/v1/payloads?channels=mesh/partition&limit=1")
+            .await;
+        assert_eq!(page["payloads"].as_array().map(Vec::len), Some(1));
+    }
+    let mut total = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/payloads?channels=mesh/partition&limit=500&cursor={c}"),
+            None => "/v1/payloads?channels=mesh/partition&limit=500".to_string(),
+        };
+        let (_, page) = a.json(&path).await;
+        total += page["payloads"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(total, 2000, "A serves both sides' payloads");
+}

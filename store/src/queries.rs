@@ -237,6 +237,57 @@ impl Store {
         })
     }
 
+    /// `(created_at, id)` of every payload held that matches `filter` with
+    /// `since <= created_at <= until`, hidden ones included (so a node never
+    /// fetches again what it chose to hide). None when more than `cap` match:
+    /// the caller refuses or splits the window instead of loading it.
+    pub async fn sync_items(
+        &self,
+        filter: &Filter,
+        since: i64,
+        until: i64,
+        cap: usize,
+    ) -> Result<Option<Vec<(i64, String)>>> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT p.created_at, p.id FROM payloads p WHERE p.created_at >= ");
+            qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until);
+            if !push_filter(&mut qb, filter) {
+                return Ok(Some(Vec::new()));
+            }
+            qb.push(" LIMIT ").push_bind(cap.saturating_add(1).min(i64::MAX as usize) as i64);
+            let rows = qb.build_query_as::<(i64, String)>().fetch_all(p).await?;
+            Ok((rows.len() <= cap).then_some(rows))
+        })
+    }
+
+    /// The JSON of the visible payloads among `ids` (missing and hidden ones left out).
+    pub async fn payloads_by_ids(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT p.id, p.json FROM payloads p WHERE ");
+            qb.push(VISIBLE).push(" AND p.id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(id.clone());
+            }
+            qb.push(")");
+            Ok(qb.build_query_as::<(String, String)>().fetch_all(p).await?)
+        })
+    }
+
+    /// A number that grows whenever a payload is stored (the last row id), so a
+    /// cached view of the payload set can tell it is stale.
+    pub async fn payloads_generation(&self) -> Result<i64> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(rid) FROM payloads")
+                .fetch_one(p)
+                .await?
+                .unwrap_or(0))
+        })
+    }
+
     /// Number of payloads held, hidden ones included.
     pub async fn count_payloads(&self) -> Result<i64> {
         with_pool!(self, p => {

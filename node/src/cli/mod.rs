@@ -1,5 +1,5 @@
-//! The command line (PROTOCOL.md 8): `serve`, `migrate`, `keygen`, and the client
-//! commands `publish`, `subscribe` and `query`.
+//! The command line (PROTOCOL.md 8): `serve`, `migrate`, `keygen`, `sync`, and
+//! the client commands `publish`, `subscribe` and `query`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +52,25 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Print stored payloads matching a filter, one JSON object a line.
     Query(QueryArgs),
+    /// Run one anti-entropy sync now, as this node (its key and database), with
+    /// one peer or with every active peer; prints a summary.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The peer's URL; without it, every active peer.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Start of the window: Unix seconds, or a duration ago such as `36h` or `7d`
+    /// (default: `sync_window_days`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Print the summary as JSON, one object per peer.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -91,7 +110,100 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => client::publish(args).await,
         Command::Subscribe(args) => client::subscribe(args).await,
         Command::Query(args) => client::query(args).await,
+        Command::Sync(args) => sync(args).await,
     }
+}
+
+/// `--since`: Unix seconds, or `<n>s|m|h|d` ago.
+fn parse_since(s: &str, now: u64) -> anyhow::Result<u64> {
+    if let Ok(t) = s.parse::<u64>() {
+        return Ok(t);
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("--since {s:?}: Unix seconds or a duration like 36h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("--since {s:?}: the unit is one of s, m, h, d"),
+    };
+    Ok(now.saturating_sub(n.saturating_mul(secs)))
+}
+
+/// `meshrelay sync`: open the node's storage and key without serving, reconcile,
+/// print a summary. Exits 1 when any peer failed.
+async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::load(args.config.as_deref())?;
+    init_logging(&settings.log_format);
+    // Nothing is served: the listener only has to bind somewhere harmless.
+    settings.listen = "127.0.0.1:0".to_string();
+    let app = crate::Application::build(settings).await?;
+    let state = app.state().clone();
+    let (default_since, until) = crate::sync::default_window(&state);
+    let since = match &args.since {
+        Some(s) => parse_since(s, until)?,
+        None => default_since,
+    };
+    let targets = match &args.peer {
+        Some(url) => vec![crate::sync::target_by_url(&state, url).await?],
+        None => crate::sync::active_targets(&state).await?,
+    };
+    if targets.is_empty() {
+        eprintln!("no active peers to sync with");
+    }
+    let mut failed = false;
+    for target in &targets {
+        let pb = if args.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(0)
+        };
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        pb.set_prefix(target.url.clone());
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        let result = crate::sync::sync_peer(&state, target, since, until, Some(&pb)).await;
+        pb.finish_and_clear();
+        match result {
+            Ok(r) if args.json => println!("{}", serde_json::to_string(&r)?),
+            Ok(r) => println!(
+                "{url}: have {have}, need {need}; fetched {fetched}, pushed {pushed}, rejected {rejected}; \
+                 {rounds} round trips in {sessions} sessions ({splits} splits), \
+                 {sync_kb:.1} KB reconciling + {xfer_kb:.1} KB moving payloads, {secs:.2} s",
+                url = target.url,
+                have = r.have,
+                need = r.need,
+                fetched = r.fetched,
+                pushed = r.pushed,
+                rejected = r.rejected,
+                rounds = r.rounds,
+                sessions = r.sessions,
+                splits = r.splits,
+                sync_kb = r.sync_bytes as f64 / 1000.0,
+                xfer_kb = r.transfer_bytes as f64 / 1000.0,
+                secs = r.seconds,
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("{}: sync failed: {e:#}", target.url);
+            }
+        }
+    }
+    drop(state);
+    app.close().await;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Logs go to standard error, one line per event; JSON when `log_format` is json.

@@ -7,13 +7,18 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::future::join_all;
 use meshrelay_federation::httpsig::Message;
 use meshrelay_federation::router::wants;
 use meshrelay_federation::service::MAX_ITEMS;
+use meshrelay_federation::sync::{
+    FetchRequest, SyncError, SyncRequest, SyncResponse, MAX_FETCH_ANSWER_BYTES, MAX_FETCH_IDS,
+};
 use meshrelay_federation::JoinError;
+use meshrelay_protocol::hexfmt::is_hex32;
 use meshrelay_protocol::{ErrorCode, ProtocolError, PublicKey};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -177,26 +182,7 @@ pub async fn inbox(
 ) -> ApiResult<(StatusCode, Json<InboxResponse>)> {
     let body = body_or_413(body)?;
     let signer = verify(&state, &uri, &headers, &body)?.to_hex();
-    let peer =
-        state.store.peer(&signer).await?.ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownPeer, "the signer is not a known peer")
-        })?;
-    match peer.status.as_str() {
-        "active" | "unreachable" => {}
-        "pending" => {
-            return Err(ApiError::new(
-                ErrorCode::PeerPending,
-                "this peer awaits approval",
-            ))
-        }
-        "key_changed" => {
-            return Err(ApiError::new(
-                ErrorCode::KeyChanged,
-                "this peer's key changed; an operator must decide",
-            ))
-        }
-        _ => return Err(ApiError::new(ErrorCode::Blocked, "this peer is blocked")),
-    }
+    require_peer(&state, &signer).await?;
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
     let parsed: InboxBody = serde_json::from_str(text)
@@ -281,6 +267,156 @@ pub async fn inbox(
     });
     let answer = task.await.map_err(|e| ApiError::internal(&e))?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// The signer must be a known peer that is active (or merely unreachable).
+async fn require_peer(state: &AppState, signer: &str) -> ApiResult<meshrelay_store::Peer> {
+    let peer =
+        state.store.peer(signer).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownPeer, "the signer is not a known peer")
+        })?;
+    match peer.status.as_str() {
+        "active" | "unreachable" => Ok(peer),
+        "pending" => Err(ApiError::new(
+            ErrorCode::PeerPending,
+            "this peer awaits approval",
+        )),
+        "key_changed" => Err(ApiError::new(
+            ErrorCode::KeyChanged,
+            "this peer's key changed; an operator must decide",
+        )),
+        _ => Err(ApiError::new(ErrorCode::Blocked, "this peer is blocked")),
+    }
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct SyncRequestDoc {
+    /// One filter of the initiator's preference (`{}` for scope `all`), without `limit`.
+    #[schema(value_type = Object)]
+    pub filter: Value,
+    /// Inclusive bounds on `created_at`, fixed for the whole session.
+    pub since: u64,
+    pub until: u64,
+    /// Hex negentropy (version 1) message, at most 60,000 bytes.
+    pub msg: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SyncResponseDoc {
+    /// Hex negentropy answer.
+    pub msg: String,
+}
+
+/// One round of anti-entropy sync (PROTOCOL.md 5.5), signed by a peer.
+#[utoipa::path(
+    post,
+    path = "/v1/federation/sync",
+    request_body = SyncRequestDoc,
+    responses(
+        (status = 200, body = SyncResponseDoc),
+        (status = 400, description = "bad_request: malformed filter, window or message", body = ErrorBody),
+        (status = 401, description = "auth_failed or unknown_peer", body = ErrorBody),
+        (status = 403, description = "blocked or peer_pending", body = ErrorBody),
+        (status = 413, description = "too_large: the window holds more payloads than this node reconciles in one session; split it", body = ErrorBody),
+    )
+)]
+pub async fn sync(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<SyncResponse>> {
+    let body = body_or_413(body)?;
+    let signer = verify(&state, &uri, &headers, &body)?.to_hex();
+    require_peer(&state, &signer).await?;
+    let req: SyncRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("sync body: {e}")))?;
+    match state
+        .federation
+        .sync
+        .answer(&state.store, &signer, &req)
+        .await
+    {
+        Ok(msg) => {
+            state
+                .metrics
+                .sync_served(&signer, body.len(), msg.len() * 2 + 10);
+            Ok(Json(SyncResponse {
+                msg: hex::encode(msg),
+            }))
+        }
+        Err(SyncError::TooManyItems(cap)) => Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("more than {cap} payloads in this window; split it"),
+        )),
+        Err(SyncError::BadRequest(why)) => Err(ApiError::bad_request(why)),
+        Err(SyncError::Store(e)) => Err(ApiError::internal(&e)),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct FetchRequestDoc {
+    /// At most 500 payload ids.
+    pub ids: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FetchResponseDoc {
+    /// The visible payloads among those asked for, up to 3 MiB of them; ask again for the rest.
+    pub payloads: Vec<super::schema::PayloadDoc>,
+}
+
+/// Fetch payloads by id (PROTOCOL.md 5.5), signed by a peer.
+#[utoipa::path(
+    post,
+    path = "/v1/federation/fetch",
+    request_body = FetchRequestDoc,
+    responses(
+        (status = 200, body = FetchResponseDoc),
+        (status = 400, description = "bad_request", body = ErrorBody),
+        (status = 401, description = "auth_failed or unknown_peer", body = ErrorBody),
+        (status = 403, description = "blocked or peer_pending", body = ErrorBody),
+        (status = 413, description = "too_large: more than 500 ids", body = ErrorBody),
+    )
+)]
+pub async fn fetch(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body_or_413(body)?;
+    let signer = verify(&state, &uri, &headers, &body)?.to_hex();
+    require_peer(&state, &signer).await?;
+    let req: FetchRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("fetch body: {e}")))?;
+    if req.ids.len() > MAX_FETCH_IDS {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("at most {MAX_FETCH_IDS} ids per request"),
+        ));
+    }
+    if let Some(bad) = req.ids.iter().find(|id| !is_hex32(id)) {
+        return Err(ApiError::bad_request(format!(
+            "{bad:?} is not a payload id (64 lowercase hex digits)"
+        )));
+    }
+    let found = state.store.payloads_by_ids(&req.ids).await?;
+    // Stored JSON goes out as it is, not re-encoded.
+    let mut out = String::from(r#"{"payloads":["#);
+    let mut first = true;
+    for (_, json) in found {
+        if out.len() + json.len() > MAX_FETCH_ANSWER_BYTES && !first {
+            break;
+        }
+        if !first {
+            out.push(',');
+        }
+        out.push_str(&json);
+        first = false;
+    }
+    out.push_str("]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
 /// The peers this node shares: `{"peers": [{"node", "url"}]}` of active peers.

@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (fed_router, fed_api) = OpenApiRouter::new()
         .routes(routes!(federation::inbox))
         .routes(routes!(federation::announce))
+        .routes(routes!(federation::sync))
+        .routes(routes!(federation::fetch))
         .layer(DefaultBodyLimit::max(
             meshrelay_federation::service::MAX_BODY_BYTES,
         ))

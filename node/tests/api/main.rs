@@ -4,4 +4,5 @@
 mod federation;
 mod helpers;
 mod http;
+mod sync;
 mod ws;

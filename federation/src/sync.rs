@@ -1,0 +1,255 @@
+//! Anti-entropy sync (PROTOCOL.md 5.5): negentropy version 1 over the
+//! `(created_at, id)` items of the payloads matching one filter in a window.
+//!
+//! The responder is stateless between rounds, as negentropy allows: each round
+//! rebuilds its view of the set, so views are cached for a short while, keyed
+//! by the request and by the store's generation (a new payload makes a new view).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshrelay_protocol::Filter;
+use meshrelay_store::Store;
+use negentropy::{Id, Negentropy, NegentropyStorageVector};
+use serde::{Deserialize, Serialize};
+
+/// Largest negentropy message either side sends or accepts (PROTOCOL.md 5.5).
+pub const FRAME_LIMIT: usize = 60_000;
+/// Most ids in one fetch request.
+pub const MAX_FETCH_IDS: usize = 500;
+/// Most bytes of payload JSON in one fetch answer; the initiator asks again
+/// for what did not fit.
+pub const MAX_FETCH_ANSWER_BYTES: usize = 3 * 1024 * 1024;
+
+/// `POST /v1/federation/sync` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub filter: serde_json::Value,
+    pub since: u64,
+    pub until: u64,
+    /// Hex negentropy message.
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    pub ids: Vec<String>,
+}
+
+/// Why a sync round could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("more than {0} payloads in this window; split it")]
+    TooManyItems(usize),
+    #[error("bad sync request: {0}")]
+    BadRequest(String),
+    #[error("storage failed")]
+    Store(#[from] meshrelay_store::Error),
+}
+
+/// A sealed, sorted item set ready for negentropy.
+pub type ItemSet = Arc<NegentropyStorageVector>;
+
+/// Load the items of `filter` over `[since, until]`; None past `cap`.
+pub async fn load_items(
+    store: &Store,
+    filter: &Filter,
+    since: u64,
+    until: u64,
+    cap: usize,
+) -> Result<Option<NegentropyStorageVector>, SyncError> {
+    let to_i64 = |t: u64| t.min(i64::MAX as u64) as i64;
+    let Some(rows) = store
+        .sync_items(filter, to_i64(since), to_i64(until), cap)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut set = NegentropyStorageVector::with_capacity(rows.len());
+    let mut raw = [0u8; 32];
+    for (created_at, id) in rows {
+        if hex::decode_to_slice(&id, &mut raw).is_err() {
+            continue; // every stored id is 64 hex digits; never happens
+        }
+        set.insert(created_at.max(0) as u64, Id::from_byte_array(raw))
+            .map_err(|e| SyncError::BadRequest(e.to_string()))?;
+    }
+    set.seal()
+        .map_err(|e| SyncError::BadRequest(e.to_string()))?;
+    Ok(Some(set))
+}
+
+/// The filter of a sync session: a section 3 filter without `limit`; its own
+/// `since`/`until`, if any, narrow the session's window.
+pub fn parse_filter(v: &serde_json::Value) -> Result<Filter, SyncError> {
+    let f = Filter::from_value(v.clone()).map_err(|e| SyncError::BadRequest(e.message))?;
+    if f.limit.is_some() {
+        return Err(SyncError::BadRequest(
+            "a sync filter has no limit".to_string(),
+        ));
+    }
+    Ok(f)
+}
+
+/// The window a filter and a session's bounds select together.
+pub fn window(filter: &Filter, since: u64, until: u64) -> (u64, u64) {
+    (
+        since.max(filter.since.unwrap_or(0)),
+        until.min(filter.until.unwrap_or(u64::MAX)),
+    )
+}
+
+/// The responder's side: views cached per (peer, request window, generation).
+pub struct Responder {
+    cache: moka::sync::Cache<(String, String, u64, u64, i64), ItemSet>,
+    pub max_items: usize,
+}
+
+impl Responder {
+    pub fn new(max_items: usize) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(4)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            max_items,
+        }
+    }
+
+    /// Answer one round of a session from `peer`.
+    pub async fn answer(
+        &self,
+        store: &Store,
+        peer: &str,
+        req: &SyncRequest,
+    ) -> Result<Vec<u8>, SyncError> {
+        let msg = hex::decode(&req.msg)
+            .map_err(|_| SyncError::BadRequest("msg is not hex".to_string()))?;
+        if msg.len() > FRAME_LIMIT {
+            return Err(SyncError::BadRequest(format!(
+                "msg is larger than {FRAME_LIMIT} bytes"
+            )));
+        }
+        if req.since > req.until {
+            return Err(SyncError::BadRequest("since is after until".to_string()));
+        }
+        let filter = parse_filter(&req.filter)?;
+        let (since, until) = window(&filter, req.since, req.until);
+        let generation = store.payloads_generation().await?;
+        let key = (
+            peer.to_string(),
+            serde_json::to_string(&filter).expect("serializes"),
+            since,
+            until,
+            generation,
+        );
+        let set = match self.cache.get(&key) {
+            Some(set) => set,
+            None => {
+                let set = load_items(store, &filter, since, until, self.max_items)
+                    .await?
+                    .ok_or(SyncError::TooManyItems(self.max_items))?;
+                let set = Arc::new(set);
+                self.cache.insert(key, set.clone());
+                set
+            }
+        };
+        let mut neg = Negentropy::borrowed(set.as_ref(), FRAME_LIMIT as u64)
+            .map_err(|e| SyncError::BadRequest(e.to_string()))?;
+        neg.reconcile(&msg)
+            .map_err(|e| SyncError::BadRequest(format!("negentropy: {e}")))
+    }
+}
+
+/// The initiator's side of one session over a loaded set.
+pub struct Session {
+    neg: Negentropy<'static, NegentropyStorageVector>,
+    /// Ids this node has and the peer lacks, hex.
+    pub have: Vec<String>,
+    /// Ids the peer has and this node lacks, hex.
+    pub need: Vec<String>,
+}
+
+impl Session {
+    /// Start a session; returns it and the first message.
+    pub fn start(set: NegentropyStorageVector) -> Result<(Self, Vec<u8>), SyncError> {
+        let mut neg = Negentropy::owned(set, FRAME_LIMIT as u64)
+            .map_err(|e| SyncError::BadRequest(e.to_string()))?;
+        let first = neg
+            .initiate()
+            .map_err(|e| SyncError::BadRequest(e.to_string()))?;
+        Ok((
+            Self {
+                neg,
+                have: Vec::new(),
+                need: Vec::new(),
+            },
+            first,
+        ))
+    }
+
+    /// Take the responder's answer; Some(next message) or None when done.
+    pub fn step(&mut self, answer: &[u8]) -> Result<Option<Vec<u8>>, SyncError> {
+        let (mut have, mut need) = (Vec::new(), Vec::new());
+        let next = self
+            .neg
+            .reconcile_with_ids(answer, &mut have, &mut need)
+            .map_err(|e| SyncError::BadRequest(format!("negentropy: {e}")))?;
+        self.have
+            .extend(have.iter().map(|id| hex::encode(id.as_bytes())));
+        self.need
+            .extend(need.iter().map(|id| hex::encode(id.as_bytes())));
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[(u64, u8)]) -> NegentropyStorageVector {
+        let mut s = NegentropyStorageVector::new();
+        for (t, b) in items {
+            let mut id = [0u8; 32];
+            id[0] = *b;
+            id[31] = (*t % 251) as u8;
+            s.insert(*t, Id::from_byte_array(id)).unwrap();
+        }
+        s.seal().unwrap();
+        s
+    }
+
+    #[test]
+    fn a_session_finds_both_sides_differences() {
+        let common: Vec<(u64, u8)> = (0..5_000u64).map(|t| (1000 + t, 7)).collect();
+        let mut mine = common.clone();
+        mine.push((1500, 1));
+        let mut theirs = common;
+        theirs.push((2500, 2));
+        theirs.push((2501, 3));
+        let responder = set(&theirs);
+        let (mut session, mut msg) = Session::start(set(&mine)).unwrap();
+        let mut rounds = 0;
+        loop {
+            assert!(msg.len() <= FRAME_LIMIT);
+            rounds += 1;
+            let mut r = Negentropy::borrowed(&responder, FRAME_LIMIT as u64).unwrap();
+            let answer = r.reconcile(&msg).unwrap();
+            match session.step(&answer).unwrap() {
+                Some(next) => msg = next,
+                None => break,
+            }
+        }
+        assert_eq!(session.have.len(), 1);
+        assert_eq!(session.need.len(), 2);
+        assert!(session.have[0].starts_with("01"));
+        assert!(rounds < 10, "{rounds} rounds");
+    }
+}
