@@ -13,6 +13,7 @@ mod node;
 mod payloads;
 mod soak;
 mod stats;
+mod sync;
 
 #[derive(Debug, Parser)]
 #[command(name = "meshrelay-bench", about = "Load scenarios for meshrelay")]
@@ -39,6 +40,9 @@ enum Scenario {
     Fanout(fanout::Args),
     /// A bounded run at a fixed rate, sampling RSS and errors (one run).
     Soak(soak::Args),
+    /// Two nodes holding the same large set but for some differences on each
+    /// side: one `meshrelay sync` run; round trips, bytes, seconds.
+    Sync(sync::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Forward(args) => forward::run(&node_bin, cli.runs, args).await,
             Scenario::Fanout(args) => fanout::run(&node_bin, args).await,
             Scenario::Soak(args) => soak::run(&node_bin, args).await,
+            Scenario::Sync(args) => sync::run(&node_bin, cli.runs, args).await,
         }
     })
 }

@@ -16,7 +16,16 @@ pub struct Node {
 impl Node {
     /// Start `bin serve` on a free loopback port with a fresh data directory.
     pub async fn start(bin: &Path, vars: &[(&str, String)]) -> anyhow::Result<Node> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(bin, tempfile::tempdir()?, vars).await
+    }
+
+    /// Start `bin serve` with `dir/data` as its data directory (which may hold
+    /// a prepared database); the directory goes when the node is dropped.
+    pub async fn start_in(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        vars: &[(&str, String)],
+    ) -> anyhow::Result<Node> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -55,6 +64,10 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("node at {} did not become ready", node.base)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     pub fn ws_url(&self) -> String {

@@ -73,12 +73,8 @@ pub async fn load_items(
         return Ok(None);
     };
     let mut set = NegentropyStorageVector::with_capacity(rows.len());
-    let mut raw = [0u8; 32];
     for (created_at, id) in rows {
-        if hex::decode_to_slice(&id, &mut raw).is_err() {
-            continue; // every stored id is 64 hex digits; never happens
-        }
-        set.insert(created_at.max(0) as u64, Id::from_byte_array(raw))
+        set.insert(created_at.max(0) as u64, Id::from_byte_array(id))
             .map_err(|e| SyncError::BadRequest(e.to_string()))?;
     }
     set.seal()

@@ -52,8 +52,10 @@ pub struct Report {
     pub pushed: u64,
     /// Fetched payloads that failed their checks, or pushed ones the peer refused.
     pub rejected: u64,
-    /// Bytes of sync requests and answers.
+    /// Bytes of sync requests and answers, as sent (JSON with hex messages).
     pub sync_bytes: u64,
+    /// Bytes of the negentropy messages themselves, both ways (half the hex).
+    pub msg_bytes: u64,
     /// Bytes of fetch and inbox requests and answers.
     pub transfer_bytes: u64,
     pub seconds: f64,
@@ -188,6 +190,7 @@ impl Run<'_> {
             }))
             .expect("serializes");
             let sent = body.len();
+            self.report.msg_bytes += msg.len() as u64;
             let (status, answer) = self.post(&url, body).await?;
             self.report.sync_bytes += (sent + answer.len()) as u64;
             self.state
@@ -211,6 +214,7 @@ impl Run<'_> {
             let answer: SyncResponse =
                 serde_json::from_slice(&answer).context("sync answer is not {\"msg\"}")?;
             let answer = hex::decode(&answer.msg).context("sync answer msg is not hex")?;
+            self.report.msg_bytes += answer.len() as u64;
             match session.step(&answer)? {
                 Some(next) => msg = next,
                 None => break,

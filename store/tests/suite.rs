@@ -106,6 +106,7 @@ on_both_backends!(
     prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace,
     peers_are_pinned_by_key_and_url_and_keep_their_health,
     forwards_are_queued_with_the_payload_and_retried_until_dead,
+    sync_items_cover_a_window_and_a_filter_hidden_ones_included,
 );
 
 fn payload(
@@ -633,4 +634,78 @@ async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Sto
         .collect();
     store.delete_items(&ids).await.unwrap();
     assert!(store.outbox_depths().await.unwrap().is_empty());
+}
+
+async fn sync_items_cover_a_window_and_a_filter_hidden_ones_included(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let mut all = Vec::new();
+    for (seq, (t, channel)) in [
+        (100, "plural/a"),
+        (200, "plural/b"),
+        (200, "general"),
+        (300, "plural/a"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = payload(&key, seq as u64 + 1, t, channel, vec![]);
+        put(&w, &p).await;
+        all.push(p);
+    }
+    assert!(store.hide_payload(&all[1].id).await.unwrap());
+    let items = |v: Vec<(i64, [u8; 32])>| {
+        let mut v: Vec<(i64, String)> = v.into_iter().map(|(t, id)| (t, hex::encode(id))).collect();
+        v.sort();
+        v
+    };
+    let want = |ps: &[&Payload]| {
+        let mut v: Vec<(i64, String)> = ps
+            .iter()
+            .map(|p| (p.created_at as i64, p.id.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let every = Filter::default();
+    let got = store
+        .sync_items(&every, 150, 300, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        items(got),
+        want(&[&all[1], &all[2], &all[3]]),
+        "inclusive bounds, hidden kept"
+    );
+    let plural = Filter {
+        channels: Some(vec!["plural/*".into()]),
+        ..Filter::default()
+    };
+    let got = store
+        .sync_items(&plural, 0, 1000, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(items(got), want(&[&all[0], &all[1], &all[3]]));
+    assert_eq!(
+        store.sync_items(&every, 0, 1000, 3).await.unwrap(),
+        None,
+        "over the cap"
+    );
+    assert_eq!(
+        store
+            .sync_items(&every, 0, 1000, 4)
+            .await
+            .unwrap()
+            .map(|v| v.len()),
+        Some(4)
+    );
+    assert_eq!(
+        store.sync_items(&every, 400, 1000, 4).await.unwrap(),
+        Some(Vec::new())
+    );
+    let before = store.payloads_generation().await.unwrap();
+    put(&w, &payload(&key, 9, 50, "general", vec![])).await;
+    assert!(store.payloads_generation().await.unwrap() > before);
 }

@@ -58,7 +58,7 @@ async fn ids(app: &TestApp) -> BTreeSet<String> {
         .await
         .unwrap()
         .unwrap();
-    items.into_iter().map(|(_, id)| id).collect()
+    items.into_iter().map(|(_, id)| hex::encode(id)).collect()
 }
 
 /// `a` joins `b` (which records `a` through its announce).
