@@ -250,7 +250,8 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
                 eprintln!(
                     "sync {shape} run {run}: {:.2} s in the sync ({:.2} s with the command's start), \
                      {} round trips in {} sessions, {:.1} KB reconciling on the wire \
-                     ({:.1} KB of negentropy messages), {:.1} KB moving payloads",
+                     ({:.1} KB of negentropy messages), {:.1} KB moving payloads; \
+                     of the time: loading {:.2} s, fetching {:.2} s, pushing {:.2} s",
                     r["seconds"].as_f64().unwrap_or(f64::NAN),
                     m.wall,
                     r["rounds"],
@@ -258,6 +259,9 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
                     r["sync_bytes"].as_f64().unwrap_or(0.0) / 1000.0,
                     r["msg_bytes"].as_f64().unwrap_or(0.0) / 1000.0,
                     r["transfer_bytes"].as_f64().unwrap_or(0.0) / 1000.0,
+                    r["load_seconds"].as_f64().unwrap_or(f64::NAN),
+                    r["fetch_seconds"].as_f64().unwrap_or(f64::NAN),
+                    r["push_seconds"].as_f64().unwrap_or(f64::NAN),
                 );
                 measured.push(m);
             }

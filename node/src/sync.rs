@@ -59,6 +59,12 @@ pub struct Report {
     /// Bytes of fetch and inbox requests and answers.
     pub transfer_bytes: u64,
     pub seconds: f64,
+    /// Of `seconds`: loading this node's own item sets.
+    pub load_seconds: f64,
+    /// Of `seconds`: fetching and storing what was missing here.
+    pub fetch_seconds: f64,
+    /// Of `seconds`: pushing what the peer lacked.
+    pub push_seconds: f64,
 }
 
 /// One filter per session: `{}` for scope `all`, none for scope `none`.
@@ -103,8 +109,12 @@ pub async fn sync_peer(
             pb.set_length(pb.length().unwrap_or(0) + (have.len() + need.len()) as u64);
             pb.set_message("moving payloads");
         }
+        let t = Instant::now();
         run.fetch(need).await?;
+        run.report.fetch_seconds += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         run.push(have).await?;
+        run.report.push_seconds += t.elapsed().as_secs_f64();
     }
     run.report.seconds = started.elapsed().as_secs_f64();
     Ok(run.report)
@@ -144,7 +154,10 @@ impl Run<'_> {
                     v
                 })
             } else {
-                load_items(&self.state.store, filter, ls, lu, cap).await?
+                let t = Instant::now();
+                let own = load_items(&self.state.store, filter, ls, lu, cap).await?;
+                self.report.load_seconds += t.elapsed().as_secs_f64();
+                own
             };
             let finished = match own {
                 None => false,

@@ -253,12 +253,14 @@ impl Store {
         until: i64,
         cap: usize,
     ) -> Result<Option<Vec<(i64, [u8; 32])>>> {
+        // Two aggregates (times, and ids back to back) rather than one of
+        // "time:id" pairs: no string is built per row.
         let agg = match self.backend() {
-            crate::Backend::Sqlite => "group_concat(p.created_at || ':' || p.id, ',')",
-            crate::Backend::Postgres => "string_agg(p.created_at::text || ':' || p.id, ',')",
+            crate::Backend::Sqlite => "group_concat(p.created_at, ','), group_concat(p.id, '')",
+            crate::Backend::Postgres => "string_agg(p.created_at::text, ','), string_agg(p.id, '')",
         };
         let limit = cap.saturating_add(1).min(i64::MAX as usize) as i64;
-        let text = with_pool!(self, p => {
+        let (times, ids) = with_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 FROM payloads p WHERE p.created_at >= ");
             qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until);
             if !push_filter(&mut qb, filter) {
@@ -272,16 +274,14 @@ impl Store {
             let mut qb = QueryBuilder::new(format!("SELECT {agg} FROM payloads p WHERE p.created_at >= "));
             qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until);
             push_filter(&mut qb, filter);
-            qb.build_query_scalar::<Option<String>>().fetch_one(p).await?
+            qb.build_query_as::<(Option<String>, Option<String>)>().fetch_one(p).await?
         });
-        let Some(text) = text else {
+        let (Some(times), Some(ids)) = (times, ids) else {
             return Ok(Some(Vec::new()));
         };
-        let mut items = Vec::with_capacity(text.len() / 76 + 1);
-        for item in text.split(',') {
-            let Some((t, id)) = item.split_once(':') else {
-                continue;
-            };
+        // Both aggregates walk the same rows in the same order.
+        let mut items = Vec::with_capacity(ids.len() / 64);
+        for (t, id) in times.split(',').zip(ids.as_bytes().chunks_exact(64)) {
             let mut raw = [0u8; 32];
             if let (Ok(t), Ok(())) = (t.parse::<i64>(), hex::decode_to_slice(id, &mut raw)) {
                 items.push((t, raw));
