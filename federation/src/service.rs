@@ -58,6 +58,10 @@ pub struct Federation {
     deliveries: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Items delivered since start (the admin API's forward rate).
+    delivered: std::sync::atomic::AtomicU64,
+    /// Ends every backoff at once (`wake_all`).
+    kick: Notify,
 }
 
 /// `{"items":[{"payload":...,"hops":h},...]}` from stored JSON, without re-encoding it.
@@ -97,6 +101,8 @@ enum Next {
     Idle,
     /// The peer failed: wait this long whatever gets queued meanwhile.
     Backoff(Duration),
+    /// The peer was forgotten: the loop ends.
+    Gone,
 }
 
 /// Why a join or an announce was refused; maps to PROTOCOL.md 5.2's answers.
@@ -135,7 +141,72 @@ impl Federation {
             deliveries: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
             tasks: TaskTracker::new(),
             shutdown,
+            delivered: std::sync::atomic::AtomicU64::new(0),
+            kick: Notify::new(),
         })
+    }
+
+    /// Items delivered to peers since this process started.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An operator's decision on a peer (`active` to approve or unblock,
+    /// `blocked`): None when the peer is unknown. An approved or unblocked
+    /// peer's queue is delivered at once; a blocked one gets nothing more.
+    pub async fn set_peer_status(
+        self: &Arc<Self>,
+        node: &str,
+        status: &str,
+    ) -> Result<Option<Peer>, meshrelay_store::Error> {
+        if !self.store.set_peer_status(node, status).await? {
+            return Ok(None);
+        }
+        tracing::info!(peer = %node, %status, "peer status set by an operator");
+        self.rebuild_router().await?;
+        self.ensure_delivery_loop(node);
+        self.wake(&[(node.to_string(), 0)]);
+        self.store.peer(node).await
+    }
+
+    /// Forget a peer and its queue; its delivery loop ends. False when unknown.
+    pub async fn forget_peer(&self, node: &str) -> Result<bool, meshrelay_store::Error> {
+        let known = self.store.delete_peer(node).await?;
+        self.rebuild_router().await?;
+        let waker = self.wakers.lock().expect("lock").get(node).cloned();
+        if let Some(n) = waker {
+            n.notify_one();
+        }
+        if known {
+            tracing::info!(peer = %node, "peer forgotten");
+        }
+        Ok(known)
+    }
+
+    /// Poll one peer now and rebuild the routes; None when the peer is unknown.
+    pub async fn poll_now(
+        &self,
+        node: &str,
+    ) -> Result<Option<(Peer, Result<bool, FetchError>)>, meshrelay_store::Error> {
+        let Some(peer) = self.store.peer(node).await? else {
+            return Ok(None);
+        };
+        let outcome = self.poll_peer(&peer).await;
+        if outcome.is_err() {
+            self.store.record_poll_failure(node, unix_now()).await?;
+        }
+        self.rebuild_router().await?;
+        let peer = self.store.peer(node).await?.unwrap_or(peer);
+        Ok(Some((peer, outcome)))
+    }
+
+    /// Wake every delivery loop, those backing off from a failing peer too
+    /// (an operator put dead letters back in the queue).
+    pub fn wake_all(&self) {
+        self.kick.notify_waiters();
+        for n in self.wakers.lock().expect("lock").values() {
+            n.notify_one();
+        }
     }
 
     /// Load peers, start their delivery loops, and join the seed peers.
@@ -375,11 +446,20 @@ impl Federation {
             }
             let wait = match self.deliver_once(&peer, &mut failures).await {
                 Ok(Next::More) => continue,
+                Ok(Next::Gone) => {
+                    let mut wakers = self.wakers.lock().expect("lock");
+                    if wakers.get(&peer).is_some_and(|n| Arc::ptr_eq(n, &notify)) {
+                        wakers.remove(&peer);
+                    }
+                    return;
+                }
                 Ok(Next::Idle) => self.idle_wait(&peer).await,
                 Ok(Next::Backoff(delay)) => {
-                    // New items must not cut a backoff short: sleep it out.
+                    // New items must not cut a backoff short: sleep it out,
+                    // unless an operator retries dead letters.
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
+                        _ = self.kick.notified() => {}
                         _ = tokio::time::sleep(delay) => {}
                     }
                     continue;
@@ -412,7 +492,7 @@ impl Federation {
         failures: &mut u32,
     ) -> Result<Next, meshrelay_store::Error> {
         let Some(info) = self.store.peer(peer).await? else {
-            return Ok(Next::Idle);
+            return Ok(Next::Gone);
         };
         if !matches!(info.status.as_str(), "active" | "unreachable") {
             return Ok(Next::Idle);
@@ -496,6 +576,8 @@ impl Federation {
             }
         }
         self.store.delete_items(&delivered).await?;
+        self.delivered
+            .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if failed.is_empty() {
             // Health is written when it changes (or every 10 s), not per batch:
             // on SQLite each write waits for the payload writer's lock.

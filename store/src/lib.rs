@@ -9,11 +9,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub mod admin;
 pub mod federation;
 pub mod jobs;
 mod queries;
 pub mod writer;
 
+pub use admin::{AuditEntry, OutboxDepth, StatsSample};
 pub use federation::{OutboxItem, Peer};
 pub use jobs::{JobRun, Pruned};
 pub use queries::{Cursor, LogPage, StoredRow};
