@@ -33,6 +33,7 @@ impl Node {
         cmd.arg("serve")
             .current_dir(dir.path())
             .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MESHRELAY_ADMIN_LISTEN", "127.0.0.1:0")
             .env("MESHRELAY_DATA_DIR", dir.path().join("data"))
             // Load generation, not abuse: measure the node, not its limiter.
             .env("MESHRELAY_PUBLISH_RATE", "0")

@@ -19,6 +19,8 @@ use crate::state::AppState;
 
 pub struct Application {
     listener: TcpListener,
+    admin_listener: TcpListener,
+    admin: meshrelay_admin_api::AdminContext,
     router: Router,
     state: AppState,
     writer_task: meshrelay_store::WriterTask,
@@ -41,6 +43,21 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("binding listen address {}", settings.listen))?;
+        let admin_listener = TcpListener::bind(&settings.admin_listen)
+            .await
+            .with_context(|| format!("binding admin_listen address {}", settings.admin_listen))?;
+        let token_path = settings.data_dir.join("admin.token");
+        let (admin_token, generated) = meshrelay_admin_api::load_or_create_token(
+            settings.admin_token.as_deref(),
+            &token_path,
+        )?;
+        if generated {
+            // Printed once, at the first start, for the operator to pick up.
+            eprintln!(
+                "meshrelay: generated an admin token into {}: {admin_token}",
+                token_path.display()
+            );
+        }
         if !settings.public_url_explicit {
             settings.public_url = format!("http://{}", listener.local_addr()?);
         }
@@ -103,8 +120,19 @@ impl Application {
         };
         *job_state.lock().expect("lock") = Some(state.clone());
         let (router, _api) = crate::http::router(state.clone());
+        let admin = meshrelay_admin_api::AdminContext::new(
+            state.store.clone(),
+            state.federation.clone(),
+            state.scheduler.clone(),
+            Arc::new(NodeLive(state.metrics.clone())),
+            state.node_hex(),
+            state.settings.public_url.clone(),
+            &admin_token,
+        );
         Ok(Self {
             listener,
+            admin_listener,
+            admin,
             router,
             state,
             writer_task,
@@ -114,6 +142,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -132,17 +167,27 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application {
             listener,
+            admin_listener,
+            admin,
             router,
             state,
             writer_task,
             job_state,
         } = self;
         let shutdown = state.shutdown.clone();
+        let admin_addr = admin_listener.local_addr()?;
+        let sampler = admin.sampler.spawn(shutdown.clone());
+        let admin_task = tokio::spawn(meshrelay_admin_api::serve(
+            admin_listener,
+            admin,
+            shutdown.clone(),
+        ));
         let scheduler_task = state
             .scheduler
             .start_except(&state.settings.disabled_jobs, shutdown.clone());
         tracing::info!(
             listen = %listener.local_addr()?,
+            admin_listen = %admin_addr,
             node = %state.node_hex(),
             public_url = %state.settings.public_url,
             database = ?state.store.backend(),
@@ -161,6 +206,12 @@ impl Application {
         .await
         .context("serving the public listener")?;
         tracing::info!("draining");
+        match admin_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),
+            Err(e) => tracing::error!(error = %e, "the admin listener panicked"),
+        }
+        let _ = sampler.await;
         state.federation.stop().await;
         if tokio::time::timeout(Duration::from_secs(30), scheduler_task)
             .await
@@ -186,15 +237,29 @@ impl Application {
     pub async fn close(self) {
         let Application {
             listener,
+            admin_listener,
+            admin,
             router,
             state,
             writer_task,
             job_state,
         } = self;
         // The router and the jobs hold state (and so the writer) too.
-        drop((listener, router));
+        drop((listener, admin_listener, admin, router));
         job_state.lock().expect("lock").take();
         close(state, writer_task).await;
+    }
+}
+
+/// The node's in-memory counters, as the admin API sees them.
+struct NodeLive(Arc<Metrics>);
+
+impl meshrelay_admin_api::Live for NodeLive {
+    fn connections(&self) -> i64 {
+        self.0.ws_connections.get()
+    }
+    fn subscriptions(&self) -> i64 {
+        self.0.ws_subscriptions.get()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The command line (PROTOCOL.md 8): `serve`, `migrate`, `keygen`, `sync`, and
+//! The command line (PROTOCOL.md 8): `serve`, `migrate`, `keygen`, `sync`, `admin`, and
 //! the client commands `publish`, `subscribe` and `query`.
 
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use meshrelay_protocol::NodeKey;
 
 use crate::settings::Settings;
 
+mod admin;
 mod client;
 
 pub use client::{FilterArgs, PublishArgs, QueryArgs, SubscribeArgs};
@@ -55,6 +56,9 @@ pub enum Command {
     /// Run one anti-entropy sync now, as this node (its key and database), with
     /// one peer or with every active peer; prints a summary.
     Sync(SyncArgs),
+    /// Call the admin API of a running node: stats, peers, authors, hide,
+    /// deliveries, jobs, audit.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subscribe(args) => client::subscribe(args).await,
         Command::Query(args) => client::query(args).await,
         Command::Sync(args) => sync(args).await,
+        Command::Admin(args) => admin::run(args).await,
     }
 }
 
@@ -140,6 +145,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     init_logging(&settings.log_format);
     // Nothing is served: the listener only has to bind somewhere harmless.
     settings.listen = "127.0.0.1:0".to_string();
+    settings.admin_listen = "127.0.0.1:0".to_string();
     let app = crate::Application::build(settings).await?;
     let state = app.state().clone();
     let (default_since, until) = crate::sync::default_window(&state);

@@ -12,7 +12,7 @@ fn now_secs() -> i64 {
 }
 
 /// POST `body` to `path`, signed by `key` as of `at`.
-async fn signed_post(
+pub(crate) async fn signed_post(
     app: &TestApp,
     key: &NodeKey,
     path: &str,
@@ -43,7 +43,7 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-fn item(p: &Payload) -> Value {
+pub(crate) fn item(p: &Payload) -> Value {
     json!({"payload": p, "hops": 1})
 }
 
@@ -62,7 +62,7 @@ fn post_in(channel: &str, content: &str) -> Payload {
     )
 }
 
-const INBOX: &str = "/v1/federation/inbox";
+pub(crate) const INBOX: &str = "/v1/federation/inbox";
 
 #[tokio::test]
 async fn bad_inbox_requests_are_refused_and_store_nothing() {

@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener, e.g. `http://127.0.0.1:40123`.
+    pub admin: String,
+    /// The admin token (the generated `data_dir/admin.token`).
+    pub admin_token: String,
     pub client: reqwest::Client,
     pub state: meshrelay::state::AppState,
     pub shutdown: CancellationToken,
@@ -35,6 +39,10 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     let mut env = vec![
         ("MESHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string()),
         (
+            "MESHRELAY_ADMIN_LISTEN".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+        (
             "MESHRELAY_DATA_DIR".to_string(),
             dir.path().display().to_string(),
         ),
@@ -45,11 +53,17 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     let settings = Settings::load_from(None, env).unwrap();
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.local_addr());
+    let admin = format!("http://{}", app.admin_addr());
+    let admin_token = std::fs::read_to_string(dir.path().join("admin.token"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
     let state = app.state().clone();
     let shutdown = app.shutdown_token();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         base,
+        admin,
+        admin_token,
         client: reqwest::Client::new(),
         state,
         shutdown,

@@ -1,6 +1,7 @@
 //! Integration tests of the client API: the real router on a random port, talked
 //! to over HTTP and WebSocket exactly as a client would.
 
+mod admin;
 mod federation;
 mod helpers;
 mod http;

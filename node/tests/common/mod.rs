@@ -27,6 +27,8 @@ pub fn command(dir: &Path) -> Command {
             cmd.env_remove(k);
         }
     }
+    // Many nodes run at once: none may take the default admin port.
+    cmd.env("MESHRELAY_ADMIN_LISTEN", "127.0.0.1:0");
     cmd
 }
 
