@@ -194,7 +194,10 @@ pub async fn retry_deliveries(
     actor: &Actor,
     ids: Option<&[i64]>,
 ) -> AdminResult<u64> {
-    let now_ms = unix_now() * 1000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let n = ctx.store.retry_dead(ids, now_ms).await?;
     ctx.federation.wake_all();
     let target = match ids {

@@ -18,12 +18,13 @@ cleanup() {
 trap cleanup EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 admin_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+admin_token="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 args=(-i localhost, tests/converge.yml
   -e "meshrelay_root=$root" -e "meshrelay_binary_src=$bin"
   -e "ansible_python_interpreter={{ ansible_playbook_python }}"
   -e "meshrelay_listen=127.0.0.1:$port" -e "meshrelay_admin_listen=127.0.0.1:$admin_port"
   -e "meshrelay_public_url=http://127.0.0.1:$port"
-  -e "vault_meshrelay_admin_token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')")
+  -e "vault_meshrelay_admin_token=$admin_token")
 
 echo "--- first run"
 ansible-playbook "${args[@]}" | tee "$root.first.log"
@@ -64,7 +65,12 @@ grep -q "http://127.0.0.1:$port" <<<"$info"
 # The rendered preference reached the node.
 curl -fsS "http://127.0.0.1:$port/.well-known/meshrelay" | grep -q 'plural/\*'
 [[ -s "$root/var/lib/meshrelay/node.key" ]]
+# The admin listener takes the token from the vault variable, and only it.
+code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/admin/v1/stats")"
+[[ $code == 401 ]] || { echo "admin API without a token answered $code" >&2; exit 1; }
+curl -fsS -H "Authorization: Bearer $admin_token" "http://127.0.0.1:$admin_port/admin/v1/stats" | grep -q '"backend":"sqlite"'
+[[ ! -e "$root/var/lib/meshrelay/admin.token" ]]
 kill -TERM "$node_pid"
 wait "$node_pid"  # SIGTERM drains and exits 0
 node_pid=""
-echo "role converged twice (second run: no changes) and the node it installed served /healthz"
+echo "role converged twice (second run: no changes) and the node it installed served /healthz and its admin API"

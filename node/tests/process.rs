@@ -341,3 +341,55 @@ async fn two_nodes_on_one_postgres_database_run_each_tick_of_a_job_once() {
         .unwrap();
     admin.close().await;
 }
+
+/// `meshrelay admin` run where the node runs: it finds the admin address and
+/// the generated token from the same settings, prints tables, or JSON.
+#[tokio::test]
+async fn meshrelay_admin_finds_the_node_from_its_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_listen = format!("127.0.0.1:{}", free_port());
+    let vars = [("MESHRELAY_ADMIN_LISTEN", admin_listen.as_str())];
+    let node = Node::start(dir.path(), &vars).await;
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let node_log = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
+    assert!(
+        node_log.contains(token.trim()),
+        "the generated token is printed at the first start"
+    );
+    let admin = |args: &[&str]| {
+        let mut cmd = command(dir.path());
+        cmd.arg("admin").args(args).envs(vars);
+        cmd
+    };
+    let out = admin(&["jobs"]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for job in ["optimize", "poll", "prune", "sync"] {
+        assert!(text.contains(job), "{text}");
+    }
+    let out = admin(&["--json", "stats"]).output().await.unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["database"]["backend"], "sqlite");
+    let out = admin(&["jobs", "run", "optimize"]).output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "optimize: started"
+    );
+    let out = admin(&["--json", "audit"]).output().await.unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"][0]["target"], "job:optimize");
+    // A wrong token: a clear error and a failing exit status.
+    let out = admin(&["--token", "nope", "peers"]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401 auth_failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.signal("-TERM");
+    assert!(node.wait().await.success());
+}

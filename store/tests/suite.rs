@@ -107,6 +107,8 @@ on_both_backends!(
     peers_are_pinned_by_key_and_url_and_keep_their_health,
     forwards_are_queued_with_the_payload_and_retried_until_dead,
     sync_items_cover_a_window_and_a_filter_hidden_ones_included,
+    the_audit_log_pages_newest_first,
+    samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_state,
 );
 
 fn payload(
@@ -708,4 +710,104 @@ async fn sync_items_cover_a_window_and_a_filter_hidden_ones_included(store: &Sto
     let before = store.payloads_generation().await.unwrap();
     put(&w, &payload(&key, 9, 50, "general", vec![])).await;
     assert!(store.payloads_generation().await.unwrap() > before);
+}
+
+async fn the_audit_log_pages_newest_first(store: &Store) {
+    for (i, action) in ["approve", "block", "unblock"].iter().enumerate() {
+        store
+            .insert_audit(100 + i as i64, action, "peer:x", "127.0.0.1", "api", None)
+            .await
+            .unwrap();
+    }
+    store
+        .insert_audit(
+            200,
+            "hide",
+            "payload:y",
+            "::1",
+            "dashboard",
+            Some("already hidden"),
+        )
+        .await
+        .unwrap();
+    let all = store.audit(None, 10).await.unwrap();
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["hide", "unblock", "block", "approve"]);
+    assert_eq!(
+        (
+            all[0].at,
+            all[0].from_addr.as_str(),
+            all[0].via.as_str(),
+            all[0].detail.as_deref()
+        ),
+        (200, "::1", "dashboard", Some("already hidden"))
+    );
+    let older = store.audit(Some(all[1].entry_id), 10).await.unwrap();
+    assert_eq!(older, all[2..].to_vec());
+    assert_eq!(store.audit(None, 1).await.unwrap(), all[..1].to_vec());
+}
+
+async fn samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_state(store: &Store) {
+    let sample = |at, stored_total| meshrelay_store::StatsSample {
+        at,
+        stored_total,
+        forwarded: 1,
+        outbox_pending: 2,
+        outbox_dead: 3,
+    };
+    for (at, total) in [(1000, 10), (1060, 25), (1120, 25)] {
+        store.insert_sample(sample(at, total), 0).await.unwrap();
+    }
+    // The same second twice keeps the first.
+    store.insert_sample(sample(1120, 99), 0).await.unwrap();
+    assert_eq!(
+        store.samples(1060).await.unwrap(),
+        vec![sample(1060, 25), sample(1120, 25)]
+    );
+    assert_eq!(
+        store.sample_before(1119).await.unwrap(),
+        Some(sample(1060, 25))
+    );
+    assert_eq!(store.sample_before(999).await.unwrap(), None);
+    // Older than the window: dropped with the next insert.
+    store.insert_sample(sample(1180, 30), 1100).await.unwrap();
+    assert_eq!(store.samples(0).await.unwrap().len(), 2);
+
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let (p1, p2) = ("c1".repeat(32), "c2".repeat(32));
+    for seq in 1..=3 {
+        let p = payload(&key, seq, 10, "general", vec![]);
+        let fwd = vec![(p1.clone(), 1), (p2.clone(), 1)];
+        w.write_and_forward(Arc::new(p.clone()), p.to_json().into(), None, 1, fwd)
+            .await
+            .unwrap();
+    }
+    let due = store.due_items(&p2, i64::MAX, 1).await.unwrap();
+    store
+        .defer_items(&[due[0].item_id], 0, "gone", true)
+        .await
+        .unwrap();
+    let depth = store.outbox_depth_by_peer().await.unwrap();
+    assert_eq!(
+        depth.into_iter().collect::<Vec<_>>(),
+        vec![
+            (
+                p1,
+                meshrelay_store::OutboxDepth {
+                    pending: 3,
+                    dead: 0
+                }
+            ),
+            (
+                p2,
+                meshrelay_store::OutboxDepth {
+                    pending: 2,
+                    dead: 1
+                }
+            ),
+        ]
+    );
+    assert_eq!(store.count_received_since(1).await.unwrap(), 3);
+    assert_eq!(store.count_received_since(2).await.unwrap(), 0);
 }

@@ -433,8 +433,15 @@ async fn dead_letters_are_listed_and_put_back_in_the_queue() {
     assert_eq!(s, 201);
     let b_key = b.state.node_hex();
     // B goes away; what A forwards to it now fails and dies.
-    b.shutdown.cancel();
-    b.handle.await.unwrap().unwrap();
+    let TestApp {
+        state,
+        shutdown,
+        handle,
+        ..
+    } = b;
+    drop(state); // the node drains only once every handle on it is gone
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
     let p = signed(&NodeKey::generate(), 1, None, "general", "undeliverable");
     assert_eq!(a.publish(&p).await.0, 201);
     eventually("the delivery is given up on", || async {
