@@ -44,7 +44,68 @@ async fn connect_from(src: IpAddr, node: SocketAddr, url: &str) -> anyhow::Resul
     Ok(ws)
 }
 
-pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
+/// `runs` measured runs, each on a fresh node; the JSON line carries each run
+/// and the median, min and max of its figures.
+pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for run in 1..=runs.max(1) {
+        let r = one_run(bin, &args).await?;
+        eprintln!(
+            "fanout run {run}: {} subscribers at {}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} of {} deliveries; {:.1} KiB RSS per idle connection",
+            args.subscribers,
+            args.rate,
+            r["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            r["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            r["max_ms"].as_f64().unwrap_or(f64::NAN),
+            r["deliveries"],
+            r["expected_deliveries"],
+            r["rss_kib_per_idle_connection"].as_f64().unwrap_or(f64::NAN),
+        );
+        results.push(r);
+    }
+    let figure = |k: &str| {
+        crate::stats::spread(
+            &results
+                .iter()
+                .map(|r| r[k].as_f64().unwrap_or(f64::NAN))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (p50, p99, max, per_conn) = (
+        figure("p50_ms"),
+        figure("p99_ms"),
+        figure("max_ms"),
+        figure("rss_kib_per_idle_connection"),
+    );
+    let out = json!({
+        "scenario": "fanout",
+        "subscribers": args.subscribers,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "runs": results.len(),
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": max,
+        "rss_kib_per_idle_connection": per_conn,
+        "each_run": results,
+    });
+    println!("{out}");
+    eprintln!(
+        "fanout: {} subscribers at {}/s over {} runs: p99 median {:.1} ms (min {:.1}, max {:.1}); p50 median {:.1} ms; worst delivery {:.1} ms; {:.1} KiB RSS per idle connection (median)",
+        args.subscribers,
+        args.rate,
+        results.len(),
+        p99.median,
+        p99.min,
+        p99.max,
+        p50.median,
+        max.max,
+        per_conn.median,
+    );
+    Ok(())
+}
+
+async fn one_run(bin: &Path, args: &Args) -> anyhow::Result<Value> {
     let node = Node::start(
         bin,
         &[
@@ -168,11 +229,7 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
     node.stop().await?;
     all.sort_by(|a, b| a.total_cmp(b));
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / args.subscribers.max(1) as f64;
-    let out = json!({
-        "scenario": "fanout",
-        "subscribers": args.subscribers,
-        "rate": args.rate,
-        "seconds": args.seconds,
+    Ok(json!({
         "deliveries": all.len(),
         "expected_deliveries": total as usize * args.subscribers,
         "subscribers_short": short,
@@ -182,18 +239,5 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         "node_rss_kib_before": rss_before,
         "node_rss_kib_after_connect": rss_after,
         "rss_kib_per_idle_connection": per_conn,
-    });
-    println!("{out}");
-    eprintln!(
-        "fanout: {} subscribers at {}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} of {} deliveries; {:.1} KiB RSS per idle connection",
-        args.subscribers,
-        args.rate,
-        quantile(&all, 0.5),
-        quantile(&all, 0.99),
-        all.last().copied().unwrap_or(f64::NAN),
-        all.len(),
-        total as usize * args.subscribers,
-        per_conn
-    );
-    Ok(())
+    }))
 }

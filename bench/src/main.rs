@@ -36,9 +36,10 @@ enum Scenario {
     /// Two nodes, A seeded with B: payloads published at A, timed until B stored them.
     Forward(forward::Args),
     /// Idle subscribers on one channel, one publisher at a fixed rate: delivery
-    /// latency and memory per idle connection (one run; `--runs` is ignored).
+    /// latency and memory per idle connection, each run on a fresh node.
     Fanout(fanout::Args),
-    /// A bounded run at a fixed rate, sampling RSS and errors (one run).
+    /// A bounded run at a fixed rate, sampling RSS and errors. One run: its
+    /// result is the trend over its samples, not a figure to take a median of.
     Soak(soak::Args),
     /// Two nodes holding the same large set but for some differences on each
     /// side: one `meshrelay sync` run; round trips, bytes, seconds.
@@ -63,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Ingest(args) => ingest::run(&node_bin, cli.runs, args).await,
             Scenario::Forward(args) => forward::run(&node_bin, cli.runs, args).await,
-            Scenario::Fanout(args) => fanout::run(&node_bin, args).await,
+            Scenario::Fanout(args) => fanout::run(&node_bin, cli.runs, args).await,
             Scenario::Soak(args) => soak::run(&node_bin, args).await,
             Scenario::Sync(args) => sync::run(&node_bin, cli.runs, args).await,
         }

@@ -374,6 +374,14 @@ async fn meshrelay_admin_finds_the_node_from_its_settings() {
     let out = admin(&["--json", "stats"]).output().await.unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["database"]["backend"], "sqlite");
+    // A positional named like a global option (`--url`) keeps its own value.
+    let out = admin(&["peers", "add", "http://127.0.0.1:9"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("422 bad_request"), "{err}");
     let out = admin(&["jobs", "run", "optimize"]).output().await.unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

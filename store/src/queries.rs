@@ -254,31 +254,30 @@ impl Store {
         cap: usize,
     ) -> Result<Option<Vec<(i64, [u8; 32])>>> {
         // Two aggregates (times, and ids back to back) rather than one of
-        // "time:id" pairs: no string is built per row.
+        // "time:id" pairs: no string is built per row. One scan, limited to
+        // cap + 1 rows: more than cap is refused without a second query.
         let agg = match self.backend() {
-            crate::Backend::Sqlite => "group_concat(p.created_at, ','), group_concat(p.id, '')",
-            crate::Backend::Postgres => "string_agg(p.created_at::text, ','), string_agg(p.id, '')",
+            crate::Backend::Sqlite => "group_concat(t.created_at, ','), group_concat(t.id, '')",
+            crate::Backend::Postgres => "string_agg(t.created_at::text, ','), string_agg(t.id, '')",
         };
         let limit = cap.saturating_add(1).min(i64::MAX as usize) as i64;
         let (times, ids) = with_pool!(self, p => {
-            let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 FROM payloads p WHERE p.created_at >= ");
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {agg} FROM (SELECT p.created_at, p.id FROM payloads p WHERE p.created_at >= "
+            ));
             qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until);
             if !push_filter(&mut qb, filter) {
                 return Ok(Some(Vec::new()));
             }
             qb.push(" LIMIT ").push_bind(limit).push(") t");
-            let n: i64 = qb.build_query_scalar().fetch_one(p).await?;
-            if n as usize > cap {
-                return Ok(None);
-            }
-            let mut qb = QueryBuilder::new(format!("SELECT {agg} FROM payloads p WHERE p.created_at >= "));
-            qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until);
-            push_filter(&mut qb, filter);
             qb.build_query_as::<(Option<String>, Option<String>)>().fetch_one(p).await?
         });
         let (Some(times), Some(ids)) = (times, ids) else {
             return Ok(Some(Vec::new()));
         };
+        if ids.len() / 64 > cap {
+            return Ok(None);
+        }
         // Both aggregates walk the same rows in the same order.
         let mut items = Vec::with_capacity(ids.len() / 64);
         for (t, id) in times.split(',').zip(ids.as_bytes().chunks_exact(64)) {

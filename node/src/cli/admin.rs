@@ -22,8 +22,9 @@ pub struct AdminArgs {
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// The admin listener, e.g. http://127.0.0.1:7701 (default: from `admin_listen`).
-    #[arg(long, global = true)]
-    url: Option<String>,
+    // Its own id: `peers add <url>` has a positional of that name.
+    #[arg(long = "url", id = "admin_url", global = true)]
+    admin_url: Option<String>,
     /// The admin token (default: `admin_token`, which `MESHRELAY_ADMIN_TOKEN`
     /// sets too, else `data_dir/admin.token`).
     #[arg(long, global = true)]
@@ -173,7 +174,7 @@ impl Client {
 
 fn client(args: &AdminArgs) -> anyhow::Result<Client> {
     let settings = Settings::load(args.config.as_deref())?;
-    let base = match &args.url {
+    let base = match &args.admin_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
             let addr = settings.admin_listen.replace("0.0.0.0:", "127.0.0.1:");
