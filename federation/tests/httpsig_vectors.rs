@@ -10,10 +10,15 @@ use meshrelay_federation::httpsig::{self, Message, Verifier};
 use meshrelay_protocol::{NodeKey, PublicKey};
 use serde_json::Value;
 
+/// `../shared/vectors/http-signatures.json`, or the same file under `MESHRELAY_VECTORS`.
 fn vectors() -> Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/http-signatures.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let dir = std::env::var("MESHRELAY_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"));
+    let path = dir.join("http-signatures.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read vector file {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
 }
 
 fn headers(list: &Value) -> HeaderMap {

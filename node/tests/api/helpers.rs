@@ -202,9 +202,13 @@ pub fn signed_at(
     )
 }
 
+/// A file of `../shared/vectors` (or of `MESHRELAY_VECTORS`, as in the protocol crate's tests).
 pub fn vectors(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    let dir = std::env::var("MESHRELAY_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"));
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read vector file {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
 }
