@@ -23,7 +23,7 @@ pub struct AdminArgs {
     config: Option<PathBuf>,
     /// The admin listener, e.g. http://127.0.0.1:7701 (default: from `admin_listen`).
     // Its own id: `peers add <url>` has a positional of that name.
-    #[arg(long = "url", id = "admin_url", global = true)]
+    #[arg(long = "url", id = "admin_url", value_name = "URL", global = true)]
     admin_url: Option<String>,
     /// The admin token (default: `admin_token`, which `MESHRELAY_ADMIN_TOKEN`
     /// sets too, else `data_dir/admin.token`).
@@ -82,27 +82,17 @@ enum PeersCommand {
     /// Every known peer (the default).
     List,
     /// Add a peer by URL (fetch its document, pin its key, announce).
-    Add {
-        url: String,
-    },
+    Add { url: String },
     /// Approve a pending peer, or re-pin one whose key changed.
-    Approve {
-        node: String,
-    },
-    Block {
-        node: String,
-    },
-    Unblock {
-        node: String,
-    },
+    Approve { node: String },
+    /// Refuse the peer's requests and stop delivering to it.
+    Block { node: String },
+    /// Let a blocked peer back in (active again).
+    Unblock { node: String },
     /// Fetch its node document now.
-    Poll {
-        node: String,
-    },
+    Poll { node: String },
     /// Forget a peer and its queue.
-    Remove {
-        node: String,
-    },
+    Remove { node: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,12 +100,9 @@ enum AuthorsCommand {
     /// Blocked authors (the default).
     Blocked,
     /// Refuse an author's payloads and hide its stored ones.
-    Block {
-        key: String,
-    },
-    Unblock {
-        key: String,
-    },
+    Block { key: String },
+    /// Accept the author's payloads again and show its stored ones.
+    Unblock { key: String },
 }
 
 #[derive(Debug, Subcommand)]
