@@ -61,7 +61,8 @@ pub struct Report {
     pub seconds: f64,
     /// Of `seconds`: loading this node's own item sets.
     pub load_seconds: f64,
-    /// Of `seconds`: fetching and storing what was missing here.
+    /// Of `seconds`: fetching and storing what was missing here. Fetching and
+    /// pushing run at the same time, so these two overlap.
     pub fetch_seconds: f64,
     /// Of `seconds`: pushing what the peer lacked.
     pub push_seconds: f64,
@@ -74,6 +75,18 @@ pub fn own_filters(pref: &Subscribe) -> Vec<Filter> {
         Subscribe::None => Vec::new(),
         Subscribe::Filtered { filters } => filters.clone(),
     }
+}
+
+/// What fetching or pushing moved.
+#[derive(Debug, Default)]
+struct Moved {
+    /// Payloads newly stored here (fetch) or accepted by the peer (push).
+    items: u64,
+    /// Fetched payloads that failed their checks, or pushes the peer refused.
+    rejected: u64,
+    /// Bytes of requests and answers.
+    bytes: u64,
+    seconds: f64,
 }
 
 struct Run<'a> {
@@ -109,12 +122,16 @@ pub async fn sync_peer(
             pb.set_length(pb.length().unwrap_or(0) + (have.len() + need.len()) as u64);
             pb.set_message("moving payloads");
         }
-        let t = Instant::now();
-        run.fetch(need).await?;
-        run.report.fetch_seconds += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        run.push(have).await?;
-        run.report.push_seconds += t.elapsed().as_secs_f64();
+        // Fetching and pushing are independent: one reads from the peer and
+        // writes here, the other reads here and writes to the peer.
+        let (fetched, pushed) = tokio::join!(run.fetch(need), run.push(have));
+        let (fetched, pushed) = (fetched?, pushed?);
+        run.report.fetched += fetched.items;
+        run.report.pushed += pushed.items;
+        run.report.rejected += fetched.rejected + pushed.rejected;
+        run.report.transfer_bytes += fetched.bytes + pushed.bytes;
+        run.report.fetch_seconds += fetched.seconds;
+        run.report.push_seconds += pushed.seconds;
     }
     run.report.seconds = started.elapsed().as_secs_f64();
     Ok(run.report)
@@ -238,7 +255,7 @@ impl Run<'_> {
         Ok(true)
     }
 
-    fn moved(&mut self, direction: &'static str, n: u64) {
+    fn moved(&self, direction: &'static str, n: u64) {
         self.state
             .metrics
             .sync_items
@@ -251,12 +268,14 @@ impl Run<'_> {
 
     /// Fetch what the peer has and we lack, at most 500 ids a request; ids that
     /// did not fit in an answer are asked for again.
-    async fn fetch(&mut self, need: Vec<String>) -> anyhow::Result<()> {
+    async fn fetch(&self, need: Vec<String>) -> anyhow::Result<Moved> {
         #[derive(Deserialize)]
         struct Answer<'a> {
             #[serde(borrow)]
             payloads: Vec<&'a RawValue>,
         }
+        let began = Instant::now();
+        let mut moved = Moved::default();
         let url = self.url("/v1/federation/fetch");
         let mut queue: Vec<String> = need;
         while !queue.is_empty() {
@@ -265,7 +284,7 @@ impl Run<'_> {
             let body = serde_json::to_vec(&serde_json::json!({ "ids": batch })).expect("json");
             let sent = body.len();
             let (status, answer) = self.post(&url, body).await?;
-            self.report.transfer_bytes += (sent + answer.len()) as u64;
+            moved.bytes += (sent + answer.len()) as u64;
             if status != 200 {
                 bail!(
                     "fetch refused: HTTP {status}: {}",
@@ -283,13 +302,13 @@ impl Run<'_> {
                         if wants(&self.state.settings.subscribe, &p) {
                             got.push(p);
                         } else {
-                            self.report.rejected += 1;
+                            moved.rejected += 1;
                         }
                     }
-                    Ok(_) => self.report.rejected += 1, // not asked for: ignored
+                    Ok(_) => moved.rejected += 1, // not asked for: ignored
                     Err(e) => {
                         count(self.state, "peer", &Err(e), started);
-                        self.report.rejected += 1;
+                        moved.rejected += 1;
                     }
                 }
             }
@@ -309,10 +328,10 @@ impl Run<'_> {
                 match r {
                     Ok(a) if !a.duplicate => stored += 1,
                     Ok(_) => {}
-                    Err(_) => self.report.rejected += 1,
+                    Err(_) => moved.rejected += 1,
                 }
             }
-            self.report.fetched += stored;
+            moved.items += stored;
             self.moved("fetched", stored);
             if let Some(pb) = self.progress {
                 pb.inc(take as u64);
@@ -323,17 +342,20 @@ impl Run<'_> {
                 queue.extend(wanted.into_iter().map(str::to_string));
             }
         }
-        Ok(())
+        moved.seconds = began.elapsed().as_secs_f64();
+        Ok(moved)
     }
 
     /// Push through the peer's inbox what it lacks and wants, as `sync` items.
-    async fn push(&mut self, have: Vec<String>) -> anyhow::Result<()> {
+    async fn push(&self, have: Vec<String>) -> anyhow::Result<Moved> {
         #[derive(Deserialize)]
         struct Answer {
             accepted: u64,
             #[serde(default)]
             rejected: Vec<serde_json::Value>,
         }
+        let began = Instant::now();
+        let mut moved = Moved::default();
         for chunk in have.chunks(MAX_FETCH_IDS) {
             let found = self.state.store.payloads_by_ids(chunk).await?;
             let mut bodies: Vec<(String, usize)> = Vec::new();
@@ -362,7 +384,7 @@ impl Run<'_> {
                 body.push_str("]}");
                 let sent = body.len();
                 let (status, answer) = self.post(&self.target.inbox, body.into_bytes()).await?;
-                self.report.transfer_bytes += (sent + answer.len()) as u64;
+                moved.bytes += (sent + answer.len()) as u64;
                 if status != 202 {
                     bail!(
                         "push refused: HTTP {status}: {}",
@@ -370,15 +392,16 @@ impl Run<'_> {
                     );
                 }
                 let a: Answer = serde_json::from_slice(&answer).context("inbox answer")?;
-                self.report.pushed += a.accepted;
-                self.report.rejected += a.rejected.len() as u64;
+                moved.items += a.accepted;
+                moved.rejected += a.rejected.len() as u64;
                 self.moved("pushed", a.accepted);
                 if let Some(pb) = self.progress {
                     pb.inc(n as u64);
                 }
             }
         }
-        Ok(())
+        moved.seconds = began.elapsed().as_secs_f64();
+        Ok(moved)
     }
 }
 
