@@ -10,7 +10,9 @@ use anyhow::{anyhow, bail, Context};
 use indicatif::ProgressBar;
 use meshrelay_federation::router::wants;
 use meshrelay_federation::service::{MAX_BODY_BYTES, MAX_ITEMS};
-use meshrelay_federation::sync::{load_items, window, Session, SyncResponse, MAX_FETCH_IDS};
+use meshrelay_federation::sync::{
+    item_set, load_rows, pieces, window, Session, SyncResponse, MAX_FETCH_IDS,
+};
 use meshrelay_protocol::node_doc::Subscribe;
 use meshrelay_protocol::{Filter, Payload};
 use serde::{Deserialize, Serialize};
@@ -165,36 +167,42 @@ impl Run<'_> {
         let cap = self.state.settings.sync_max_items;
         while let Some((s, u)) = windows.pop() {
             let (ls, lu) = window(filter, s, u);
-            let own = if ls > lu {
-                Some(negentropy::NegentropyStorageVector::new()).map(|mut v| {
-                    let _ = v.seal();
-                    v
-                })
+            let rows = if ls > lu {
+                Some(Vec::new())
             } else {
                 let t = Instant::now();
-                let own = load_items(&self.state.store, filter, ls, lu, cap).await?;
+                let rows = load_rows(&self.state.store, filter, ls, lu, cap).await?;
                 self.report.load_seconds += t.elapsed().as_secs_f64();
-                own
+                rows
             };
-            let finished = match own {
-                None => false,
-                Some(own) => {
-                    self.session(&filter_json, s, u, own, &mut have, &mut need)
-                        .await?
-                }
+            let Some(rows) = rows else {
+                // Over our own cap: split without asking.
+                windows.extend(self.halves(s, u, cap)?);
+                continue;
             };
-            if !finished {
-                if s >= u {
-                    bail!("more than {cap} payloads share created_at {s}; cannot split further");
+            // A large set is reconciled in time pieces (see `pieces`); a
+            // piece the peer refuses as too large is split and loaded again.
+            for (ps, pu, range) in pieces(&rows, s, u) {
+                let own = item_set(&rows[range])?;
+                if !self
+                    .session(&filter_json, ps, pu, own, &mut have, &mut need)
+                    .await?
+                {
+                    windows.extend(self.halves(ps, pu, cap)?);
                 }
-                let mid = s + (u - s) / 2;
-                self.report.splits += 1;
-                // Later half first on the stack, so the earlier half runs first.
-                windows.push((mid + 1, u));
-                windows.push((s, mid));
             }
         }
         Ok((have, need))
+    }
+
+    /// `[s, u]` cut in two, the earlier half last (it is popped first).
+    fn halves(&mut self, s: u64, u: u64, cap: usize) -> anyhow::Result<[(u64, u64); 2]> {
+        if s >= u {
+            bail!("more than {cap} payloads share created_at {s}; cannot split further");
+        }
+        let mid = s + (u - s) / 2;
+        self.report.splits += 1;
+        Ok([(mid + 1, u), (s, mid)])
     }
 
     /// One negentropy session. Ok(false) when the peer answered 413 (split).

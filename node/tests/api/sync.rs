@@ -178,9 +178,13 @@ async fn a_new_node_backfills_the_window_and_nothing_older() {
     store_quietly(&a, &old).await;
 
     let d = spawn_app_with(&[PRIVATE, ("MESHRELAY_SEED_PEERS", &a.base)]).await;
-    // Joining the seed happens in the background at start.
+    // Joining the seed happens in the background at start: D pins A, then
+    // announces itself; A answers D's sync only once it recorded D.
+    let d_key = d.state.node_hex();
     for _ in 0..100 {
-        if !active_targets(&d.state).await.unwrap().is_empty() {
+        if !active_targets(&d.state).await.unwrap().is_empty()
+            && a.state.store.peer(&d_key).await.unwrap().is_some()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
