@@ -291,7 +291,7 @@ impl Store {
         let mut items = Vec::with_capacity(ids.len() / 64);
         for (t, id) in times.split(',').zip(ids.as_bytes().chunks_exact(64)) {
             let mut raw = [0u8; 32];
-            if let (Ok(t), Ok(())) = (t.parse::<i64>(), hex::decode_to_slice(id, &mut raw)) {
+            if let (Ok(t), Ok(())) = (t.parse::<i64>(), const_hex::decode_to_slice(id, &mut raw)) {
                 items.push((t, raw));
             }
         }
