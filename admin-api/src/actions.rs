@@ -52,10 +52,11 @@ async fn audit(
 
 fn join_error(e: JoinError) -> AdminError {
     match e {
-        JoinError::Blocked => AdminError::new(ErrorCode::Blocked, "this peer is blocked"),
-        e @ JoinError::KeyChanged { .. } => AdminError::new(ErrorCode::KeyChanged, e.to_string()),
         JoinError::Store(e) => e.into(),
-        e => AdminError::new(ErrorCode::BadRequest, e.to_string()).with_status(422),
+        e => {
+            let (code, status) = e.answer().unwrap_or((ErrorCode::Internal, 500));
+            AdminError::new(code, e.to_string()).with_status(status)
+        }
     }
 }
 

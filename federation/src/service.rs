@@ -120,6 +120,23 @@ pub enum JoinError {
     Store(#[from] meshrelay_store::Error),
 }
 
+impl JoinError {
+    /// The refusal as PROTOCOL.md 5.2 answers it: its code and HTTP status
+    /// (the message is the error's text). None for a storage failure, which
+    /// is this node's own fault and answered as `internal`.
+    pub fn answer(&self) -> Option<(meshrelay_protocol::ErrorCode, u16)> {
+        use meshrelay_protocol::ErrorCode;
+        let code = match self {
+            Self::Store(_) => return None,
+            Self::Blocked => ErrorCode::Blocked,
+            Self::KeyChanged { .. } => ErrorCode::KeyChanged,
+            // A document that cannot be fetched or does not match its signer.
+            Self::Fetch(_) | Self::KeyMismatch { .. } => return Some((ErrorCode::BadRequest, 422)),
+        };
+        Some((code, code.http_status()))
+    }
+}
+
 impl Federation {
     pub fn new(
         config: Config,

@@ -17,7 +17,6 @@ use meshrelay_federation::service::MAX_ITEMS;
 use meshrelay_federation::sync::{
     FetchRequest, SyncError, SyncRequest, SyncResponse, MAX_FETCH_ANSWER_BYTES, MAX_FETCH_IDS,
 };
-use meshrelay_federation::JoinError;
 use meshrelay_protocol::hexfmt::is_hex32;
 use meshrelay_protocol::{ErrorCode, ProtocolError, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -97,12 +96,10 @@ pub async fn announce(
                 status: peer.status,
             }),
         )),
-        Err(JoinError::Blocked) => Err(ApiError::new(ErrorCode::Blocked, "this peer is blocked")),
-        Err(e @ JoinError::KeyChanged { .. }) => {
-            Err(ApiError::new(ErrorCode::KeyChanged, e.to_string()))
-        }
-        Err(JoinError::Store(e)) => Err(ApiError::internal(&e)),
-        Err(e) => Err(ApiError::new(ErrorCode::BadRequest, e.to_string()).with_status(422)),
+        Err(e) => Err(match e.answer() {
+            Some((code, status)) => ApiError::new(code, e.to_string()).with_status(status),
+            None => ApiError::internal(&e),
+        }),
     }
 }
 
