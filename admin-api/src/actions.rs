@@ -4,6 +4,7 @@
 use meshrelay_federation::JoinError;
 use meshrelay_protocol::ErrorCode;
 use meshrelay_store::Peer;
+use meshrelay_store::PeerStatus;
 
 use crate::{is_hex64, unix_now, Actor, AdminContext, AdminError, AdminResult};
 
@@ -92,7 +93,7 @@ pub async fn peer_action(
     };
     let target = format!("peer:{node}");
     let (peer, detail) = match action {
-        PeerAction::Approve if before.status == "key_changed" => {
+        PeerAction::Approve if before.status == PeerStatus::KeyChanged => {
             // The URL now answers with another key: approving pins the new one.
             ctx.federation.forget_peer(node).await?;
             let peer = ctx.federation.join(&before.url).await.map_err(join_error)?;
@@ -102,7 +103,7 @@ pub async fn peer_action(
         PeerAction::Approve | PeerAction::Unblock => {
             let peer = ctx
                 .federation
-                .set_peer_status(node, "active")
+                .set_peer_status(node, PeerStatus::Active)
                 .await?
                 .ok_or_else(|| AdminError::not_found("no peer with this node key"))?;
             (peer, format!("{} -> active", before.status))
@@ -110,7 +111,7 @@ pub async fn peer_action(
         PeerAction::Block => {
             let peer = ctx
                 .federation
-                .set_peer_status(node, "blocked")
+                .set_peer_status(node, PeerStatus::Blocked)
                 .await?
                 .ok_or_else(|| AdminError::not_found("no peer with this node key"))?;
             (peer, format!("{} -> blocked", before.status))

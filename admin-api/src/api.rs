@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use meshrelay_protocol::ErrorCode;
-use meshrelay_store::Peer;
+use meshrelay_store::{OutboxState, Peer, PeerStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -171,7 +171,7 @@ pub struct PeerView {
 
 impl PeerView {
     pub fn new(p: Peer, depth: Option<&meshrelay_store::OutboxDepth>) -> Self {
-        let state = if p.status == "blocked" {
+        let state = if p.status == PeerStatus::Blocked {
             "blocked"
         } else if p.poll_failures > 0 || p.delivery_failures > 0 {
             "failing"
@@ -195,7 +195,7 @@ impl PeerView {
             },
             node: p.node,
             url: p.url,
-            status: p.status,
+            status: p.status.to_string(),
             inbox: p.inbox,
             added_at: p.added_at,
             last_poll: p.last_poll,
@@ -443,10 +443,12 @@ async fn list_deliveries(
     query: Result<Query<DeliveryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> AdminResult<Json<Deliveries>> {
     let Query(q) = query.map_err(|e| AdminError::bad_request(e.body_text()))?;
-    let state = q.state.as_deref().unwrap_or("pending");
-    if !matches!(state, "pending" | "dead") {
-        return Err(AdminError::bad_request("state is pending or dead"));
-    }
+    let state: OutboxState = q
+        .state
+        .as_deref()
+        .unwrap_or("pending")
+        .parse()
+        .map_err(|_| AdminError::bad_request("state is pending or dead"))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AdminError::bad_request("limit is 1 to 1000"));
@@ -464,7 +466,7 @@ async fn list_deliveries(
                 attempts: i.attempts,
                 next_attempt: i.next_attempt,
                 last_error: i.last_error,
-                state: i.state,
+                state: i.state.to_string(),
             })
             .collect(),
     }))

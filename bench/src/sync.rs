@@ -112,8 +112,8 @@ async fn write_all(db: &Path, payloads: Vec<Payload>) -> anyhow::Result<()> {
             r?;
         }
     }
+    task.close().await;
     drop(writer);
-    task.await;
     store.optimize().await?;
     // Everything into the main file, so copying it copies the whole database.
     store.execute_raw("PRAGMA wal_checkpoint(TRUNCATE)").await?;

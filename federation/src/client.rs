@@ -15,10 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::httpsig;
 
-/// Largest node document accepted.
-const MAX_DOC_BYTES: usize = 64 * 1024;
-/// Largest answer to a federation POST accepted.
-const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+use crate::limits::{MAX_ANSWER_BYTES, MAX_DOC_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -30,6 +27,8 @@ pub enum FetchError {
     TooLarge(usize),
     #[error("the node document is not valid: {0}")]
     BadDocument(String),
+    #[error("the peer's answer is not valid: {0}")]
+    BadAnswer(String),
 }
 
 /// True for addresses a relay may reach on the public internet.

@@ -1,9 +1,150 @@
-//! Federation between meshrelay nodes (PROTOCOL.md 5 and 6).
+//! Federation between meshrelay nodes (PROTOCOL.md 5 and 6). The way out:
+//! the routing index names the peers a payload is for (`router`), the node's
+//! writer queues it for them, and one delivery loop per peer drains its outbox
+//! (`delivery`). The way in: a peer's signed request is verified and its
+//! signer admitted (`inbound`), its payloads stored through the node's
+//! `Ingest`; sync repairs what forwarding missed (`sync`). Joining, announcing
+//! and polling keep the peer list (`peers`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use meshrelay_protocol::node_doc::Subscribe;
+use meshrelay_protocol::NodeKey;
+use meshrelay_store::Store;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub mod client;
+mod delivery;
 pub mod httpsig;
+pub mod inbound;
+pub mod ingest;
+pub mod limits;
+pub mod metrics;
+pub mod peer_client;
+mod peers;
 pub mod router;
-pub mod service;
 pub mod sync;
 
-pub use service::{Config, Federation, JoinError};
+pub use delivery::{plan_batches, BatchPlan};
+pub use inbound::Refused;
+pub use ingest::{Accepted, Ingest, Source};
+pub use peers::JoinError;
+
+use crate::client::Outbound;
+use crate::httpsig::Verifier;
+use crate::peer_client::PeerClient;
+use crate::router::Router;
+
+/// Most bytes of a peer's error text kept in the outbox or logged (PROTOCOL.md 10).
+pub const MAX_ERROR_TEXT: usize = 1024;
+/// Deliveries in flight over all peers.
+const MAX_CONCURRENT_DELIVERIES: usize = 16;
+
+/// The federation settings of PROTOCOL.md 8.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where peers reach this node, without a trailing `/`; signatures are
+    /// checked against it.
+    pub public_url: String,
+    pub own_subscribe: Subscribe,
+    pub seed_peers: Vec<String>,
+    pub require_peer_approval: bool,
+    /// Peers on loopback and private addresses may be reached (tests, LANs).
+    pub allow_private_peers: bool,
+    pub max_hops: u32,
+    pub retry_min_secs: u64,
+    pub retry_max_secs: u64,
+    pub max_delivery_age_secs: u64,
+    /// Most payloads one sync session may cover (PROTOCOL.md 5.5).
+    pub sync_max_items: usize,
+    /// How far back the scheduled sync reconciles.
+    pub sync_window_days: u32,
+}
+
+pub struct Federation {
+    config: Config,
+    store: Store,
+    /// Typed requests to peers over the guarded, signed transport.
+    client: PeerClient,
+    /// Checks peers' request signatures and remembers their nonces.
+    verifier: Verifier,
+    /// Answers peers' sync rounds.
+    sync: sync::Responder,
+    metrics: metrics::SyncMetrics,
+    /// Routing table of the active peers' preferences, rebuilt when they change.
+    router: RwLock<Arc<Router>>,
+    /// Wakes a peer's delivery loop when something was queued for it.
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    deliveries: Arc<Semaphore>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    /// Items delivered since start (the admin API's forward rate).
+    delivered: std::sync::atomic::AtomicU64,
+    /// Ends every backoff at once (`wake_all`).
+    kick: Notify,
+}
+
+impl Federation {
+    pub fn new(
+        config: Config,
+        store: Store,
+        key: Arc<NodeKey>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let outbound = Outbound::new(key, config.allow_private_peers);
+        Arc::new(Self {
+            client: PeerClient::new(outbound),
+            sync: sync::Responder::new(config.sync_max_items),
+            config,
+            store,
+            verifier: Verifier::default(),
+            metrics: metrics::SyncMetrics::default(),
+            router: RwLock::new(Arc::new(Router::default())),
+            wakers: Mutex::new(HashMap::new()),
+            deliveries: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
+            tasks: TaskTracker::new(),
+            shutdown,
+            delivered: std::sync::atomic::AtomicU64::new(0),
+            kick: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Requests to peers, for callers outside federation (the CLI's checks).
+    pub fn client(&self) -> &PeerClient {
+        &self.client
+    }
+
+    /// Federation's Prometheus series, for the node to register.
+    pub fn metrics(&self) -> &metrics::SyncMetrics {
+        &self.metrics
+    }
+
+    /// Items delivered to peers since this process started.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Load peers, start their delivery loops, and join the seed peers.
+    pub async fn start(self: &Arc<Self>) -> Result<(), meshrelay_store::Error> {
+        self.rebuild_router().await?;
+        for peer in self.store.peers().await? {
+            self.ensure_delivery_loop(&peer.node);
+        }
+        let this = self.clone();
+        self.tasks.spawn(async move { this.join_seeds().await });
+        Ok(())
+    }
+
+    /// Stop the delivery loops (each finishes its request in flight).
+    pub async fn stop(&self) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), self.tasks.wait()).await;
+    }
+}

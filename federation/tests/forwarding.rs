@@ -6,6 +6,7 @@ use meshrelay_federation::{Config, Federation};
 use meshrelay_protocol::node_doc::Subscribe;
 use meshrelay_protocol::payload::Draft;
 use meshrelay_protocol::{NodeKey, Payload};
+use meshrelay_store::PeerStatus;
 use meshrelay_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -38,14 +39,21 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
         "44".repeat(32),
     );
     store
-        .insert_peer(&x, "http://x", "active", r#"{"scope":"all"}"#, "", 1)
+        .insert_peer(
+            &x,
+            "http://x",
+            PeerStatus::Active,
+            r#"{"scope":"all"}"#,
+            "",
+            1,
+        )
         .await
         .unwrap();
     store
         .insert_peer(
             &y,
             "http://y",
-            "active",
+            PeerStatus::Active,
             r#"{"scope":"filtered","filters":[{"channels":["plural/*"]}]}"#,
             "",
             1,
@@ -53,11 +61,25 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
         .await
         .unwrap();
     store
-        .insert_peer(&z, "http://z", "blocked", r#"{"scope":"all"}"#, "", 1)
+        .insert_peer(
+            &z,
+            "http://z",
+            PeerStatus::Blocked,
+            r#"{"scope":"all"}"#,
+            "",
+            1,
+        )
         .await
         .unwrap();
     store
-        .insert_peer(&w, "http://w", "active", r#"{"scope":"none"}"#, "", 1)
+        .insert_peer(
+            &w,
+            "http://w",
+            PeerStatus::Active,
+            r#"{"scope":"none"}"#,
+            "",
+            1,
+        )
         .await
         .unwrap();
     let fed = Federation::new(
@@ -71,10 +93,11 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
             retry_max_secs: 2,
             max_delivery_age_secs: 60,
             sync_max_items: 1_000_000,
+            allow_private_peers: true,
+            sync_window_days: 7,
         },
         store,
         Arc::new(NodeKey::generate()),
-        true,
         CancellationToken::new(),
     );
     fed.rebuild_router().await.unwrap();

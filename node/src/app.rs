@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use meshrelay_store::{Store, Writer, WriterConfig};
+use meshrelay_store::{Store, Writer, WriterConfig, WriterTask};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,8 +23,14 @@ pub struct Application {
     admin: meshrelay_admin_api::AdminContext,
     router: Router,
     state: AppState,
-    writer_task: meshrelay_store::WriterTask,
-    job_state: crate::jobs::JobState,
+    /// The scheduled jobs; started by `run_until_stopped`.
+    scheduler: Arc<meshrelay_scheduler::Scheduler>,
+    /// The writer's lifecycle: closed last, after everything that submits.
+    writer_task: WriterTask,
+    /// SQLite's WAL checkpointer and the token that stops it.
+    checkpointer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// Printed once the node is serving, when this start generated it.
+    new_admin_token: Option<(String, std::path::PathBuf)>,
 }
 
 impl Application {
@@ -32,7 +38,7 @@ impl Application {
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
-        let node_key = crate::node_key::load_or_create(&settings.node_key_path())?;
+        let node_key = Arc::new(crate::node_key::load_or_create(&settings.node_key_path())?);
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| format!("opening database_url {}", redact(&settings.database_url)))?;
@@ -51,50 +57,24 @@ impl Application {
             settings.admin_token.as_deref(),
             &token_path,
         )?;
-        if generated {
-            // Printed once, at the first start, for the operator to pick up.
-            eprintln!(
-                "meshrelay: generated an admin token into {}: {admin_token}",
-                token_path.display()
-            );
-        }
         if !settings.public_url_explicit {
             settings.public_url = format!("http://{}", listener.local_addr()?);
         }
-        let node_key = Arc::new(node_key);
         let shutdown = CancellationToken::new();
         let federation = meshrelay_federation::Federation::new(
-            meshrelay_federation::Config {
-                public_url: settings.public_url.clone(),
-                own_subscribe: settings.subscribe.clone(),
-                seed_peers: settings.seed_peers.clone(),
-                require_peer_approval: settings.require_peer_approval,
-                max_hops: settings.max_hops,
-                retry_min_secs: settings.retry_min_secs,
-                retry_max_secs: settings.retry_max_secs,
-                max_delivery_age_secs: settings.max_delivery_age_secs,
-                sync_max_items: settings.sync_max_items,
-            },
+            settings.federation_config(),
             store.clone(),
             node_key.clone(),
-            settings.allow_private_peers,
             shutdown.clone(),
         );
-        let job_state = crate::jobs::JobState::default();
-        let scheduler = Arc::new(crate::jobs::build_scheduler(
-            &settings,
-            &store,
-            &federation,
-            &job_state,
-        )?);
         let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let checkpointer = store
-            .spawn_checkpointer(async move {
-                let _ = stop_rx.await;
-            })
-            .map(|task| (stop_tx, task));
-        let metrics = Arc::new(Metrics::default());
+        let checkpointer = {
+            let stop = CancellationToken::new();
+            store
+                .spawn_checkpointer(stop.clone().cancelled_owned())
+                .map(|task| (stop, task))
+        };
+        let metrics = Arc::new(Metrics::new(federation.metrics()));
         let limits = Arc::new(crate::limits::RateLimits::new(
             settings.publish_rate,
             settings.publish_burst,
@@ -114,16 +94,14 @@ impl Application {
             keys: moka::sync::Cache::new(50_000),
             shutdown,
             ws_tasks: TaskTracker::new(),
-            checkpointer: Arc::new(std::sync::Mutex::new(checkpointer)),
-            scheduler,
             federation,
         };
-        *job_state.lock().expect("lock") = Some(state.clone());
+        let scheduler = Arc::new(crate::jobs::build_scheduler(&state)?);
         let (router, _api) = crate::http::router(state.clone());
         let admin = meshrelay_admin_api::AdminContext::new(
             state.store.clone(),
             state.federation.clone(),
-            state.scheduler.clone(),
+            scheduler.clone(),
             Arc::new(NodeLive(state.metrics.clone())),
             state.node_hex(),
             state.settings.public_url.clone(),
@@ -135,8 +113,10 @@ impl Application {
             admin,
             router,
             state,
+            scheduler,
             writer_task,
-            job_state,
+            checkpointer,
+            new_admin_token: generated.then_some((admin_token, token_path)),
         })
     }
 
@@ -165,42 +145,42 @@ impl Application {
     /// Serve until shutdown, then drain: stop accepting, finish in-flight
     /// requests, close WebSockets with 1001, commit queued writes, close storage.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            admin_listener,
-            admin,
-            router,
-            state,
-            writer_task,
-            job_state,
-        } = self;
-        let shutdown = state.shutdown.clone();
-        let admin_addr = admin_listener.local_addr()?;
-        let sampler = admin.sampler.spawn(shutdown.clone());
+        let shutdown = self.state.shutdown.clone();
+        let admin_addr = self.admin_listener.local_addr()?;
+        let sampler = self.admin.sampler.spawn(shutdown.clone());
         let admin_task = tokio::spawn(meshrelay_admin_api::serve(
-            admin_listener,
-            admin,
+            self.admin_listener,
+            self.admin,
             shutdown.clone(),
         ));
-        let scheduler_task = state
+        let state = self.state;
+        let scheduler_task = self
             .scheduler
             .start_except(&state.settings.disabled_jobs, shutdown.clone());
         tracing::info!(
-            listen = %listener.local_addr()?,
+            listen = %self.listener.local_addr()?,
             admin_listen = %admin_addr,
             node = %state.node_hex(),
             public_url = %state.settings.public_url,
             database = ?state.store.backend(),
             "meshrelay node serving"
         );
+        if let Some((token, path)) = &self.new_admin_token {
+            // Once, at the first start that succeeded, as a log event in the
+            // chosen format (a `jq` pipe over JSON logs finds it).
+            tracing::warn!(admin_token = %token, path = %path.display(),
+                "generated an admin token; it is also in the file");
+        }
+        crate::settings::warn_about_reachability(&state.settings);
         // Peers can reach us from here on (the listener is bound): load peers,
         // start their delivery loops, join the seeds.
         if let Err(e) = state.federation.start().await {
             tracing::error!(error = ?e, "starting federation failed");
         }
         axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -219,7 +199,6 @@ impl Application {
         {
             tracing::warn!("a scheduled job did not finish within 30 s");
         }
-        job_state.lock().expect("lock").take();
         state.ws_tasks.close();
         if tokio::time::timeout(Duration::from_secs(20), state.ws_tasks.wait())
             .await
@@ -227,27 +206,15 @@ impl Application {
         {
             tracing::warn!("WebSocket connections did not close within 20 s");
         }
-        close(state, writer_task).await;
+        close_storage(&state.store, self.writer_task, self.checkpointer).await;
         tracing::info!("stopped");
         Ok(())
     }
 
-    /// Close a node that was built but never served (a one-shot command such as
-    /// `meshrelay sync`): commit queued writes and close storage.
+    /// Close a node that was built but never served (a one-shot command):
+    /// commit queued writes and close storage.
     pub async fn close(self) {
-        let Application {
-            listener,
-            admin_listener,
-            admin,
-            router,
-            state,
-            writer_task,
-            job_state,
-        } = self;
-        // The router and the jobs hold state (and so the writer) too.
-        drop((listener, admin_listener, admin, router));
-        job_state.lock().expect("lock").take();
-        close(state, writer_task).await;
+        close_storage(&self.state.store, self.writer_task, self.checkpointer).await;
     }
 }
 
@@ -265,19 +232,19 @@ impl meshrelay_admin_api::Live for NodeLive {
 
 /// The last steps of a drain: the writer commits its queue, the checkpointer
 /// runs once more, storage closes.
-async fn close(state: AppState, writer_task: meshrelay_store::WriterTask) {
-    let store = state.store.clone();
-    let checkpointer = state.checkpointer.lock().expect("lock").take();
-    drop(state);
-    // The writer ends once every handle is gone, after committing its queue.
-    if tokio::time::timeout(Duration::from_secs(30), writer_task)
+async fn close_storage(
+    store: &Store,
+    writer: WriterTask,
+    checkpointer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+) {
+    if tokio::time::timeout(Duration::from_secs(30), writer.close())
         .await
         .is_err()
     {
         tracing::warn!("the writer did not finish within 30 s");
     }
     if let Some((stop, task)) = checkpointer {
-        let _ = stop.send(());
+        stop.cancel();
         let _ = task.await;
     }
     store.close().await;

@@ -1,35 +1,47 @@
 //! The walk of one payload: check it (protocol), commit it together with its
 //! forwards (store), then hand it to live subscribers and wake the peers'
-//! delivery loops. Local clients and peers' inbox items both come through here.
+//! delivery loops. Local clients come here directly; peers' payloads come
+//! through federation, which reaches this walk by the `Ingest` seam that
+//! `PeerIngest` implements.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use meshrelay_federation::{Accepted, Ingest, Source};
 use meshrelay_protocol::{ErrorCode, Payload, ProtocolError, PublicKey};
 use meshrelay_store::WriteOutcome;
 
 use crate::hub::Fresh;
 use crate::metrics::IngestLabels;
-use crate::state::{unix_now, AppState};
+use crate::state::AppState;
 
-/// What `ingest` tells the client on success.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    pub id: String,
-    pub duplicate: bool,
-}
+/// The node as federation's way to store peers' payloads, counted as `peer`.
+pub struct PeerIngest(pub AppState);
 
-/// Where a payload came from.
-#[derive(Debug, Clone, Copy)]
-pub enum Source<'a> {
-    /// A local client, over `ws` or `http`.
-    Local(&'static str),
-    /// A peer's inbox item with its hops; `sync` items are not forwarded onward.
-    Peer {
-        node: &'a str,
-        hops: u32,
-        sync: bool,
-    },
+impl Ingest for PeerIngest {
+    fn check(&self, json: &str) -> Result<Payload, ProtocolError> {
+        let result = check(&self.0, json);
+        if let Err(e) = &result {
+            count(&self.0, "peer", &Err(e.clone()), Instant::now());
+        }
+        result
+    }
+
+    fn store<'a>(
+        &'a self,
+        payload: Payload,
+        source: Source<'a>,
+    ) -> BoxFuture<'a, Result<Accepted, ProtocolError>> {
+        async move {
+            let started = Instant::now();
+            let result = store_checked(&self.0, payload, source).await;
+            count(&self.0, "peer", &result, started);
+            result
+        }
+        .boxed()
+    }
 }
 
 /// Check, store and fan out one payload given as JSON text (a local client's).
@@ -50,7 +62,8 @@ pub async fn ingest(
 
 /// Fields, id and signature, with author keys decoded through the node's cache.
 pub fn check(state: &AppState, text: &str) -> Result<Payload, ProtocolError> {
-    Payload::from_json_with_keys(text, &state.settings.limits, unix_now(), |hex| {
+    let now = meshrelay_protocol::clock::now_wire_secs();
+    Payload::from_json_with_keys(text, &state.settings.limits, now, |hex| {
         decode_key_cached(state, hex)
     })
 }
@@ -122,7 +135,7 @@ pub async fn store_checked(
             payload.clone(),
             json.clone(),
             from,
-            unix_now() as i64,
+            meshrelay_protocol::clock::now_secs(),
             forward.clone(),
         )
         .await

@@ -7,24 +7,18 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use futures_util::FutureExt;
+use meshrelay_protocol::clock;
 use meshrelay_scheduler::Scheduler;
-use meshrelay_store::Store;
 
-use crate::settings::Settings;
-
-/// The node's state for jobs that need all of it (`sync` stores what it
-/// fetches the way the inbox does). Filled once the state exists and emptied
-/// when the node drains, so the jobs do not keep the writer alive.
-pub type JobState = Arc<std::sync::Mutex<Option<crate::state::AppState>>>;
+use crate::ingest::PeerIngest;
+use crate::state::AppState;
 
 /// Build the scheduler with this node's jobs, refusing unknown names in
-/// `disabled_jobs`.
-pub fn build_scheduler(
-    settings: &Settings,
-    store: &Store,
-    federation: &Arc<meshrelay_federation::Federation>,
-    job_state: &JobState,
-) -> anyhow::Result<Scheduler> {
+/// `disabled_jobs`. The jobs hold the node's state (`sync` stores what it
+/// fetches the way the inbox does); the writer does not depend on them
+/// letting go of it, since it is closed explicitly.
+pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
+    let (settings, store, federation) = (&state.settings, &state.store, &state.federation);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "node".into());
@@ -39,9 +33,8 @@ pub fn build_scheduler(
     let prune: meshrelay_scheduler::JobFn = Arc::new(move || {
         let store = store_p.clone();
         async move {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-            let created_before = retention.map(|d| now.as_secs() as i64 - i64::from(d) * 86_400);
-            let hidden_before_ms = now.as_millis() as i64 - i64::from(grace) * 86_400_000;
+            let created_before = retention.map(|d| clock::now_secs() - i64::from(d) * 86_400);
+            let hidden_before_ms = clock::now_ms() - i64::from(grace) * 86_400_000;
             let pruned = store.prune(created_before, hidden_before_ms).await?;
             Ok(format!(
                 "expired {} payloads{}, purged {} deleted ones",
@@ -70,16 +63,10 @@ pub fn build_scheduler(
         let fed = fed.clone();
         async move { fed.poll_all().await }.boxed()
     });
-    let cell = job_state.clone();
+    let ingest = Arc::new(PeerIngest(state.clone()));
     let sync: meshrelay_scheduler::JobFn = Arc::new(move || {
-        let state = cell.lock().expect("lock").clone();
-        async move {
-            match state {
-                Some(state) => crate::sync::sync_all(&state).await,
-                None => Ok("the node is stopping; skipped".to_string()),
-            }
-        }
-        .boxed()
+        let ingest = ingest.clone();
+        async move { ingest.0.federation.sync_all(ingest.as_ref()).await }.boxed()
     });
     scheduler.add("poll", "poll_schedule", &settings.poll_schedule, poll)?;
     scheduler.add("sync", "sync_schedule", &settings.sync_schedule, sync)?;

@@ -13,7 +13,6 @@ pub mod metrics;
 pub mod node_key;
 pub mod settings;
 pub mod state;
-pub mod sync;
 pub mod ws;
 
 pub use app::Application;

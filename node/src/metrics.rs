@@ -15,21 +15,6 @@ pub struct IngestLabels {
     pub outcome: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SyncLabels {
-    /// The peer's node key.
-    pub peer: String,
-    /// `initiated` (this node started the session) or `served`.
-    pub role: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SyncItemLabels {
-    pub peer: String,
-    /// `fetched` (from the peer) or `pushed` (to it).
-    pub direction: &'static str,
-}
-
 pub struct Metrics {
     registry: Registry,
     pub payloads_ingested: Family<IngestLabels, Counter>,
@@ -40,30 +25,11 @@ pub struct Metrics {
     pub signals_relayed: Counter,
     /// Seconds from receiving a payload to its commit being acknowledged.
     pub ingest_seconds: Histogram,
-    /// Negentropy round trips per peer.
-    pub sync_rounds: Family<SyncLabels, Counter>,
-    /// Request and answer bytes of sync rounds per peer.
-    pub sync_bytes: Family<SyncLabels, Counter>,
-    /// Payloads moved by sync per peer.
-    pub sync_items: Family<SyncItemLabels, Counter>,
 }
 
 impl Metrics {
-    /// Count one sync round answered for `peer`.
-    pub fn sync_served(&self, peer: &str, request_bytes: usize, answer_bytes: usize) {
-        let labels = SyncLabels {
-            peer: peer.to_string(),
-            role: "served",
-        };
-        self.sync_rounds.get_or_create(&labels).inc();
-        self.sync_bytes
-            .get_or_create(&labels)
-            .inc_by((request_bytes + answer_bytes) as u64);
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
+    /// The node's series, and federation's registered beside them.
+    pub fn new(sync: &meshrelay_federation::metrics::SyncMetrics) -> Self {
         let mut registry = Registry::with_prefix("meshrelay");
         let m = Metrics {
             registry: Registry::default(),
@@ -74,25 +40,8 @@ impl Default for Metrics {
             live_deliveries: Counter::default(),
             signals_relayed: Counter::default(),
             ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-            sync_rounds: Family::default(),
-            sync_bytes: Family::default(),
-            sync_items: Family::default(),
         };
-        registry.register(
-            "sync_rounds",
-            "Negentropy round trips of anti-entropy sync, per peer and role",
-            m.sync_rounds.clone(),
-        );
-        registry.register(
-            "sync_bytes",
-            "Bytes of sync requests and answers (fetch and push excluded), per peer and role",
-            m.sync_bytes.clone(),
-        );
-        registry.register(
-            "sync_items",
-            "Payloads moved by sync, per peer and direction",
-            m.sync_items.clone(),
-        );
+        sync.register(&mut registry);
         registry.register(
             "payloads_ingested",
             "Payloads offered to this node, by path and outcome",

@@ -290,6 +290,23 @@ impl Settings {
         })
     }
 
+    /// Federation's part of the settings.
+    pub fn federation_config(&self) -> meshrelay_federation::Config {
+        meshrelay_federation::Config {
+            public_url: self.public_url.clone(),
+            own_subscribe: self.subscribe.clone(),
+            seed_peers: self.seed_peers.clone(),
+            require_peer_approval: self.require_peer_approval,
+            allow_private_peers: self.allow_private_peers,
+            max_hops: self.max_hops,
+            retry_min_secs: self.retry_min_secs,
+            retry_max_secs: self.retry_max_secs,
+            max_delivery_age_secs: self.max_delivery_age_secs,
+            sync_max_items: self.sync_max_items,
+            sync_window_days: self.sync_window_days,
+        }
+    }
+
     /// The node key file: generated once, then reused.
     pub fn node_key_path(&self) -> PathBuf {
         self.data_dir.join("node.key")
@@ -303,6 +320,34 @@ impl Settings {
     }
 }
 
+/// Why peers could not reach this node at its `public_url`, if they could not:
+/// its host is unspecified (`0.0.0.0`, `::`) or loopback.
+pub fn unreachable_public_url(public_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(public_url).ok()?;
+    let unreachable = match url.host()? {
+        url::Host::Ipv4(ip) => ip.is_unspecified() || ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_unspecified() || ip.is_loopback(),
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+    };
+    unreachable
+        .then(|| format!("public_url {public_url} is not an address other machines can reach"))
+}
+
+/// Warn at start when peers are expected (seed peers are set, or strangers
+/// may announce) but the public URL is one no peer can reach.
+pub fn warn_about_reachability(settings: &Settings) {
+    if settings.allow_private_peers {
+        return; // a mesh on one machine or a LAN chose its addresses
+    }
+    if let Some(why) = unreachable_public_url(&settings.public_url) {
+        tracing::warn!(
+            public_url = %settings.public_url,
+            seed_peers = settings.seed_peers.len(),
+            "{why}: peers fetch this node's document and deliver to its inbox there; set public_url (MESHRELAY_PUBLIC_URL) to the URL peers reach"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +356,21 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_public_url_no_peer_can_reach_is_named() {
+        for bad in [
+            "http://0.0.0.0:7700",
+            "http://127.0.0.1:7700",
+            "http://[::]:7700",
+            "http://localhost",
+        ] {
+            assert!(unreachable_public_url(bad).is_some(), "{bad}");
+        }
+        for good in ["https://relay.example.org", "http://192.0.2.7:7700"] {
+            assert!(unreachable_public_url(good).is_none(), "{good}");
+        }
     }
 
     #[test]

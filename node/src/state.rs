@@ -29,35 +29,14 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket tasks, awaited on shutdown so none is cut off mid-write.
     pub ws_tasks: TaskTracker,
-    /// Periodic jobs; the admin API lists and triggers them.
-    pub scheduler: Arc<meshrelay_scheduler::Scheduler>,
     /// Peers, routing, outbound delivery and inbound verification.
     pub federation: Arc<meshrelay_federation::Federation>,
     /// Publish budgets per connection and per client address.
     pub limits: Arc<crate::limits::RateLimits>,
-    /// SQLite's background WAL checkpointer and the sender that stops it,
-    /// taken by the shutdown sequence after the writer has finished.
-    #[allow(clippy::type_complexity)]
-    pub checkpointer: Arc<
-        std::sync::Mutex<
-            Option<(
-                tokio::sync::oneshot::Sender<()>,
-                tokio::task::JoinHandle<()>,
-            )>,
-        >,
-    >,
 }
 
 impl AppState {
     pub fn node_hex(&self) -> String {
         self.node_key.public_hex()
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

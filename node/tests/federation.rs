@@ -355,7 +355,8 @@ async fn a_peer_whose_key_changes_is_flagged_and_gets_nothing_more() {
     // Another node, with another key, now answers at B's URL.
     let impostor = Node::start_on(db2.path(), b_port, &vars(&[])).await;
     eventually("A's poll to flag the key change", 20, async || {
-        a_store.peer(&b_key).await.unwrap().unwrap().status == "key_changed"
+        a_store.peer(&b_key).await.unwrap().unwrap().status
+            == meshrelay_store::PeerStatus::KeyChanged
     })
     .await;
     publish(
@@ -396,17 +397,25 @@ async fn undeliverable_items_become_dead_letters_after_the_delivery_age() {
     }
     let a_store = store_of(da.path()).await;
     eventually("the items to die", 20, async || {
-        a_store.outbox_items("dead", 10).await.unwrap().len() == 5
+        a_store
+            .outbox_items(meshrelay_store::OutboxState::Dead, 10)
+            .await
+            .unwrap()
+            .len()
+            == 5
     })
     .await;
-    let dead = a_store.outbox_items("dead", 10).await.unwrap();
+    let dead = a_store
+        .outbox_items(meshrelay_store::OutboxState::Dead, 10)
+        .await
+        .unwrap();
     assert!(
         dead.iter()
             .all(|i| i.attempts >= 1 && i.last_error.is_some()),
         "{dead:?}"
     );
     assert!(a_store
-        .outbox_items("pending", 10)
+        .outbox_items(meshrelay_store::OutboxState::Pending, 10)
         .await
         .unwrap()
         .is_empty());

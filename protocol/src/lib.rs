@@ -1,6 +1,7 @@
 //! meshrelay wire types (PROTOCOL.md sections 1–3, 4.2 and 5.1): pure data and
 //! checks, no I/O, so every other crate and every other implementation agrees on them.
 
+pub mod clock;
 pub mod error;
 pub mod filter;
 pub mod hexfmt;

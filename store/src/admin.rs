@@ -135,8 +135,8 @@ impl Store {
         let mut out = std::collections::BTreeMap::<String, OutboxDepth>::new();
         for (peer, state, n) in rows {
             let d = out.entry(peer).or_default();
-            match state.as_str() {
-                "dead" => d.dead += n,
+            match state.parse() {
+                Ok(crate::OutboxState::Dead) => d.dead += n,
                 _ => d.pending += n,
             }
         }

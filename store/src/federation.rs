@@ -2,6 +2,7 @@
 
 use sqlx::QueryBuilder;
 
+use crate::states::{OutboxState, PeerStatus};
 use crate::{with_pool, BeginWrite, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -9,8 +10,8 @@ pub struct Peer {
     /// The node key pinned on first contact (hex).
     pub node: String,
     pub url: String,
-    /// `pending`, `active`, `blocked`, `unreachable` or `key_changed`.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PeerStatus,
     /// The last preference its node document announced (JSON), if ever polled.
     pub subscribe: Option<String>,
     pub inbox: Option<String>,
@@ -33,7 +34,8 @@ pub struct OutboxItem {
     pub attempts: i64,
     pub next_attempt: i64,
     pub last_error: Option<String>,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: OutboxState,
     /// None when the payload was hidden (or pruned) since: it is never forwarded.
     pub json: Option<String>,
 }
@@ -73,7 +75,7 @@ impl Store {
         &self,
         node: &str,
         url: &str,
-        status: &str,
+        status: PeerStatus,
         subscribe: &str,
         inbox: &str,
         now: i64,
@@ -85,7 +87,7 @@ impl Store {
             let mut sep = qb.separated(", ");
             sep.push_bind(node.to_string())
                 .push_bind(url.to_string())
-                .push_bind(status.to_string())
+                .push_bind(status.as_str())
                 .push_bind(subscribe.to_string())
                 .push_bind(inbox.to_string())
                 .push_bind(now)
@@ -96,10 +98,30 @@ impl Store {
         })
     }
 
-    pub async fn set_peer_status(&self, node: &str, status: &str) -> Result<bool> {
+    pub async fn set_peer_status(&self, node: &str, status: PeerStatus) -> Result<bool> {
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new("UPDATE peers SET status = ");
-            qb.push_bind(status.to_string()).push(" WHERE node = ").push_bind(node.to_string());
+            qb.push_bind(status.as_str()).push(" WHERE node = ").push_bind(node.to_string());
+            Ok(qb.build().execute(p).await?.rows_affected() > 0)
+        })
+    }
+
+    /// Change a peer's status only while it is still `expected`: a delivery
+    /// loop's "unreachable" or "active again" never overwrites an operator's
+    /// decision made while its request was in flight. False when it was not.
+    pub async fn swap_peer_status(
+        &self,
+        node: &str,
+        expected: PeerStatus,
+        status: PeerStatus,
+    ) -> Result<bool> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("UPDATE peers SET status = ");
+            qb.push_bind(status.as_str())
+                .push(" WHERE node = ")
+                .push_bind(node.to_string())
+                .push(" AND status = ")
+                .push_bind(expected.as_str());
             Ok(qb.build().execute(p).await?.rows_affected() > 0)
         })
     }
@@ -222,7 +244,7 @@ impl Store {
                 .push(", last_error = ")
                 .push_bind(error.to_string())
                 .push(", state = ")
-                .push_bind(if dead { "dead" } else { "pending" })
+                .push_bind(if dead { OutboxState::Dead } else { OutboxState::Pending }.as_str())
                 .push(" WHERE item_id IN (");
             let mut sep = qb.separated(", ");
             for id in ids {
@@ -234,12 +256,12 @@ impl Store {
         })
     }
 
-    /// Items in a state (`pending` or `dead`), oldest first.
-    pub async fn outbox_items(&self, state: &str, limit: i64) -> Result<Vec<OutboxItem>> {
+    /// Items in a state, oldest first.
+    pub async fn outbox_items(&self, state: OutboxState, limit: i64) -> Result<Vec<OutboxItem>> {
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new(ITEM_COLUMNS);
             qb.push(" WHERE o.state = ")
-                .push_bind(state.to_string())
+                .push_bind(state.as_str())
                 .push(" ORDER BY o.item_id LIMIT ")
                 .push_bind(limit);
             Ok(qb.build_query_as::<OutboxItem>().fetch_all(p).await?)

@@ -10,15 +10,18 @@ use sqlx::sqlite::{
 };
 
 pub mod admin;
+pub use meshrelay_protocol::clock;
 pub mod federation;
 pub mod jobs;
 mod queries;
+pub mod states;
 pub mod writer;
 
 pub use admin::{AuditEntry, OutboxDepth, StatsSample};
 pub use federation::{OutboxItem, Peer};
 pub use jobs::{JobRun, Pruned};
 pub use queries::{Cursor, LogPage, StoredRow};
+pub use states::{OutboxState, PeerStatus};
 pub use writer::{WriteOutcome, Writer, WriterConfig, WriterTask};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,10 @@ pub enum Error {
     UnsupportedUrl(String),
     #[error("the writer has stopped")]
     WriterStopped,
+    /// The transaction of the batch holding this payload failed; the text is
+    /// the failure with its causes (the writer answers many callers at once).
+    #[error("the batch holding this payload failed to commit: {0}")]
+    BatchFailed(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

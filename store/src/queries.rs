@@ -335,7 +335,7 @@ impl Store {
 
     /// Hide one payload for good (an operator's removal). True when it was visible.
     pub async fn hide_payload(&self, id: &str) -> Result<bool> {
-        let now_ms = crate::writer::now_ms();
+        let now_ms = crate::clock::now_ms();
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new("UPDATE payloads SET hidden = TRUE, hidden_at = ");
             qb.push_bind(now_ms).push(" WHERE NOT hidden AND id = ").push_bind(id.to_string());

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use meshrelay_protocol::payload::Draft;
 use meshrelay_protocol::{Filter, NodeKey, Payload};
-use meshrelay_store::{Cursor, Store, WriteOutcome, Writer, WriterConfig};
+use meshrelay_store::{Cursor, OutboxState, PeerStatus, Store, WriteOutcome, Writer, WriterConfig};
 
 /// A fresh, empty database of one backend, removed again after the test.
 struct TestDb {
@@ -109,7 +109,60 @@ on_both_backends!(
     sync_items_cover_a_window_and_a_filter_hidden_ones_included,
     the_audit_log_pages_newest_first,
     samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_state,
+    closing_the_writer_commits_what_was_queued_and_refuses_the_rest,
+    the_database_refuses_a_state_that_is_not_one,
 );
+
+async fn closing_the_writer_commits_what_was_queued_and_refuses_the_rest(store: &Store) {
+    let (w, task) = Writer::spawn(store.clone(), WriterConfig::default());
+    let key = NodeKey::generate();
+    // At most 30, so `join_all` polls every write on its first poll.
+    let queued: Vec<Payload> = (1..=30)
+        .map(|seq| payload(&key, seq, 100 + seq, "general", vec![]))
+        .collect();
+    let mut writes = Box::pin(futures_util::future::join_all(
+        queued.iter().map(|p| put(&w, p)),
+    ));
+    // Polled once: every write is queued (the channel has room) and waits
+    // for its commit; then the writer is closed.
+    let answered = tokio::select! {
+        biased;
+        outcomes = &mut writes => Some(outcomes),
+        _ = std::future::ready(()) => None,
+    };
+    let outcomes = match answered {
+        Some(outcomes) => {
+            task.close().await;
+            outcomes
+        }
+        None => tokio::join!(writes, task.close()).0,
+    };
+    for (outcome, p) in outcomes.into_iter().zip(&queued) {
+        assert_eq!(outcome, WriteOutcome::Stored { hidden: false });
+        assert!(store.get_payload(&p.id).await.unwrap().is_some());
+    }
+    // The handle outlives the writer, and later writes are refused, not lost silently.
+    let late = payload(&key, 999, 5_000, "general", vec![]);
+    let err = w
+        .write(Arc::new(late.clone()), late.to_json().into(), None, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, meshrelay_store::Error::WriterStopped),
+        "{err}"
+    );
+    assert!(store.get_payload(&late.id).await.unwrap().is_none());
+}
+
+async fn the_database_refuses_a_state_that_is_not_one(store: &Store) {
+    let bad_peer =
+        "INSERT INTO peers (node, url, status, added_at) VALUES ('n', 'http://n', 'Active', 1)";
+    assert!(store.execute_raw(bad_peer).await.is_err());
+    let good_peer = "INSERT INTO peers (node, url, status, added_at) VALUES ('n', 'http://n', 'key_changed', 1)";
+    store.execute_raw(good_peer).await.unwrap();
+    let bad_item = "INSERT INTO outbox (peer, payload_id, hops, enqueued_at, next_attempt, state) VALUES ('n', 'x', 1, 1, 1, 'lost')";
+    assert!(store.execute_raw(bad_item).await.is_err());
+}
 
 fn payload(
     key: &NodeKey,
@@ -508,7 +561,7 @@ async fn peers_are_pinned_by_key_and_url_and_keep_their_health(store: &Store) {
         .insert_peer(
             &a,
             "http://a",
-            "active",
+            PeerStatus::Active,
             r#"{"scope":"all"}"#,
             "http://a/inbox",
             10
@@ -517,14 +570,14 @@ async fn peers_are_pinned_by_key_and_url_and_keep_their_health(store: &Store) {
         .unwrap());
     assert!(
         !store
-            .insert_peer(&a, "http://other", "active", "{}", "", 11)
+            .insert_peer(&a, "http://other", PeerStatus::Active, "{}", "", 11)
             .await
             .unwrap(),
         "same key"
     );
     assert!(
         !store
-            .insert_peer(&b, "http://a", "active", "{}", "", 11)
+            .insert_peer(&b, "http://a", PeerStatus::Active, "{}", "", 11)
             .await
             .unwrap(),
         "same URL"
@@ -554,8 +607,22 @@ async fn peers_are_pinned_by_key_and_url_and_keep_their_health(store: &Store) {
         (p.poll_failures, p.subscribe.as_deref()),
         (0, Some(r#"{"scope":"none"}"#))
     );
-    assert!(store.set_peer_status(&a, "blocked").await.unwrap());
-    assert_eq!(store.peers().await.unwrap()[0].status, "blocked");
+    assert!(store
+        .swap_peer_status(&a, PeerStatus::Active, PeerStatus::Unreachable)
+        .await
+        .unwrap());
+    assert!(store
+        .set_peer_status(&a, PeerStatus::Blocked)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .swap_peer_status(&a, PeerStatus::Unreachable, PeerStatus::Active)
+            .await
+            .unwrap(),
+        "a delivery loop's status change never overwrites an operator's block"
+    );
+    assert_eq!(store.peers().await.unwrap()[0].status, PeerStatus::Blocked);
     assert!(store.delete_peer(&a).await.unwrap());
     assert!(store.peers().await.unwrap().is_empty());
 }
@@ -617,7 +684,14 @@ async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Sto
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(store.outbox_items("dead", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .outbox_items(OutboxState::Dead, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(store.retry_dead(None, 7_000).await.unwrap(), 1);
     assert_eq!(store.due_items(&peer, 7_000, 100).await.unwrap().len(), 1);
 

@@ -148,14 +148,15 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     settings.admin_listen = "127.0.0.1:0".to_string();
     let app = crate::Application::build(settings).await?;
     let state = app.state().clone();
-    let (default_since, until) = crate::sync::default_window(&state);
+    let fed = state.federation.clone();
+    let (default_since, until) = fed.default_sync_window();
     let since = match &args.since {
         Some(s) => parse_since(s, until)?,
         None => default_since,
     };
     let targets = match &args.peer {
-        Some(url) => vec![crate::sync::target_by_url(&state, url).await?],
-        None => crate::sync::active_targets(&state).await?,
+        Some(url) => vec![fed.sync_target_by_url(url).await?],
+        None => fed.sync_targets().await?,
     };
     if targets.is_empty() {
         eprintln!("no active peers to sync with");
@@ -176,7 +177,11 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         );
         pb.set_prefix(target.url.clone());
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
-        let result = crate::sync::sync_peer(&state, target, since, until, Some(&pb)).await;
+        let ingest = crate::ingest::PeerIngest(state.clone());
+        let progress = Bar(pb.clone());
+        let result = fed
+            .sync_peer(&ingest, target, (since, until), Some(&progress))
+            .await;
         pb.finish_and_clear();
         match result {
             Ok(r) if args.json => println!("{}", serde_json::to_string(&r)?),
@@ -210,6 +215,21 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A sync's progress on a terminal.
+struct Bar(indicatif::ProgressBar);
+
+impl meshrelay_federation::sync::Progress for Bar {
+    fn grow(&self, n: u64) {
+        self.0.set_length(self.0.length().unwrap_or(0) + n);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn phase(&self, what: &str) {
+        self.0.set_message(what.to_string());
+    }
 }
 
 /// Logs go to standard error, one line per event; JSON when `log_format` is json.

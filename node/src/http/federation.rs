@@ -2,7 +2,7 @@
 //! POST is verified as an HTTP message signature against this node's own
 //! `public_url`, so signatures survive a TLS-terminating proxy.
 
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,44 +10,26 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::future::join_all;
-use meshrelay_federation::httpsig::Message;
-use meshrelay_federation::router::wants;
-use meshrelay_federation::service::MAX_ITEMS;
-use meshrelay_federation::sync::{
-    FetchRequest, SyncError, SyncRequest, SyncResponse, MAX_FETCH_ANSWER_BYTES, MAX_FETCH_IDS,
-};
-use meshrelay_protocol::hexfmt::is_hex32;
-use meshrelay_protocol::{ErrorCode, ProtocolError, PublicKey};
+use meshrelay_federation::inbound::{InboxResponse, Refused, SharedPeer};
+use meshrelay_federation::sync::SyncResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::schema::ErrorBody;
 use crate::error::{body_or_413, ApiError, ApiResult};
-use crate::ingest::{check, count, store_checked, Source};
-use crate::state::{unix_now, AppState};
+use crate::ingest::PeerIngest;
+use crate::state::AppState;
 
-/// Verify the request's signature; returns the signer.
-fn verify(
-    state: &AppState,
-    uri: &OriginalUri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> ApiResult<PublicKey> {
-    let path = uri.0.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let target = format!("{}{path}", state.settings.public_url);
-    let msg = Message {
-        method: "POST",
-        target_uri: &target,
-        headers,
-    };
-    state
-        .federation
-        .verifier
-        .verify(&msg, Some(body), unix_now() as i64)
-        .map_err(|e| ApiError::new(ErrorCode::AuthFailed, e.0))
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        let status = r.status;
+        ApiError::new(r.code, r.message).with_status(status)
+    }
+}
+
+fn path_of(uri: &OriginalUri) -> &str {
+    uri.0.path_and_query().map(|p| p.as_str()).unwrap_or("/")
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -82,63 +64,16 @@ pub async fn announce(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<AnnounceResponse>)> {
     let body = body_or_413(body)?;
-    let signer = verify(&state, &uri, &headers, &body)?;
-    let req: AnnounceRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("announce body: {e}")))?;
-    match state
+    let signer = state
         .federation
-        .accept_announce(&signer.to_hex(), &req.url)
-        .await
-    {
-        Ok(peer) => Ok((
-            StatusCode::ACCEPTED,
-            Json(AnnounceResponse {
-                status: peer.status,
-            }),
-        )),
-        Err(e) => Err(match e.answer() {
-            Some((code, status)) => ApiError::new(code, e.to_string()).with_status(status),
-            None => ApiError::internal(&e),
+        .verify_signed(path_of(&uri), &headers, &body)?;
+    let status = state.federation.receive_announce(&signer, &body).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AnnounceResponse {
+            status: status.to_string(),
         }),
-    }
-}
-
-#[derive(Deserialize)]
-struct InboxBody<'a> {
-    #[serde(borrow)]
-    items: Vec<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct RawItem<'a> {
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-    #[serde(default)]
-    hops: Option<Value>,
-    #[serde(default)]
-    sync: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Rejected {
-    pub id: Option<String>,
-    pub code: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct InboxResponse {
-    pub accepted: u64,
-    pub duplicates: u64,
-    pub rejected: Vec<Rejected>,
-}
-
-fn id_of(raw: Option<&RawValue>) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        id: String,
-    }
-    raw.and_then(|r| serde_json::from_str::<IdOnly>(r.get()).ok())
-        .map(|x| x.id)
+    ))
 }
 
 /// An inbox request, for the OpenAPI document.
@@ -178,112 +113,11 @@ pub async fn inbox(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<InboxResponse>)> {
     let body = body_or_413(body)?;
-    let signer = verify(&state, &uri, &headers, &body)?.to_hex();
-    require_peer(&state, &signer).await?;
-    let text =
-        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
-    let parsed: InboxBody = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("inbox body: {e}")))?;
-    if parsed.items.len() > MAX_ITEMS {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!("at most {MAX_ITEMS} items per request"),
-        ));
-    }
-    let started = Instant::now();
-    let mut rejected = Vec::new();
-    let mut checked = Vec::new();
-    for raw in parsed.items {
-        let item: Result<RawItem, _> = serde_json::from_str(raw.get());
-        let reject = |id: Option<String>, err: ProtocolError| Rejected {
-            id,
-            code: err.code.as_str().to_string(),
-        };
-        let Ok(item) = item else {
-            rejected.push(reject(
-                None,
-                ProtocolError::bad_request("item is not an object"),
-            ));
-            continue;
-        };
-        let hops = item
-            .hops
-            .as_ref()
-            .and_then(Value::as_u64)
-            .filter(|h| *h >= 1);
-        let (Some(payload), Some(hops)) = (item.payload, hops) else {
-            rejected.push(reject(
-                id_of(item.payload),
-                ProtocolError::bad_request("an item needs a payload and integer hops >= 1"),
-            ));
-            continue;
-        };
-        match check(&state, payload.get()) {
-            Ok(p) if !wants(&state.settings.subscribe, &p) => rejected.push(Rejected {
-                id: Some(p.id),
-                code: ErrorCode::NotSubscribed.as_str().into(),
-            }),
-            Ok(p) => checked.push((p, hops.min(u64::from(u32::MAX)) as u32, item.sync)),
-            Err(e) => {
-                count(&state, "peer", &Err(e.clone()), started);
-                rejected.push(reject(id_of(Some(payload)), e));
-            }
-        }
-    }
-    // All items together, so they share the writer's batches. In a task of its
-    // own: if the sender hangs up mid-request, what gets committed is still
-    // counted and delivered to local subscribers.
-    let task = tokio::spawn(async move {
-        let results = join_all(checked.into_iter().map(|(p, hops, sync)| {
-            let state = &state;
-            let node = signer.as_str();
-            async move {
-                let id = p.id.clone();
-                let source = Source::Peer { node, hops, sync };
-                (id, store_checked(state, p, source).await)
-            }
-        }))
-        .await;
-        let (mut accepted, mut duplicates) = (0, 0);
-        for (id, result) in results {
-            count(&state, "peer", &result, started);
-            match result {
-                Ok(a) if a.duplicate => duplicates += 1,
-                Ok(_) => accepted += 1,
-                Err(e) => rejected.push(Rejected {
-                    id: Some(id),
-                    code: e.code.as_str().into(),
-                }),
-            }
-        }
-        InboxResponse {
-            accepted,
-            duplicates,
-            rejected,
-        }
-    });
-    let answer = task.await.map_err(|e| ApiError::internal(&e))?;
+    let fed = &state.federation;
+    let peer = fed.authenticate(path_of(&uri), &headers, &body).await?;
+    let ingest = Arc::new(PeerIngest(state.clone()));
+    let answer = fed.receive_inbox(ingest, &peer, &body).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
-}
-
-/// The signer must be a known peer that is active (or merely unreachable).
-async fn require_peer(state: &AppState, signer: &str) -> ApiResult<meshrelay_store::Peer> {
-    let peer =
-        state.store.peer(signer).await?.ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownPeer, "the signer is not a known peer")
-        })?;
-    match peer.status.as_str() {
-        "active" | "unreachable" => Ok(peer),
-        "pending" => Err(ApiError::new(
-            ErrorCode::PeerPending,
-            "this peer awaits approval",
-        )),
-        "key_changed" => Err(ApiError::new(
-            ErrorCode::KeyChanged,
-            "this peer's key changed; an operator must decide",
-        )),
-        _ => Err(ApiError::new(ErrorCode::Blocked, "this peer is blocked")),
-    }
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -324,31 +158,9 @@ pub async fn sync(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<SyncResponse>> {
     let body = body_or_413(body)?;
-    let signer = verify(&state, &uri, &headers, &body)?.to_hex();
-    require_peer(&state, &signer).await?;
-    let req: SyncRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("sync body: {e}")))?;
-    match state
-        .federation
-        .sync
-        .answer(&state.store, &signer, &req)
-        .await
-    {
-        Ok(msg) => {
-            state
-                .metrics
-                .sync_served(&signer, body.len(), msg.len() * 2 + 10);
-            Ok(Json(SyncResponse {
-                msg: hex::encode(msg),
-            }))
-        }
-        Err(SyncError::TooManyItems(cap)) => Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!("more than {cap} payloads in this window; split it"),
-        )),
-        Err(SyncError::BadRequest(why)) => Err(ApiError::bad_request(why)),
-        Err(SyncError::Store(e)) => Err(ApiError::internal(&e)),
-    }
+    let fed = &state.federation;
+    let peer = fed.authenticate(path_of(&uri), &headers, &body).await?;
+    Ok(Json(fed.answer_sync(&peer, &body).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -383,49 +195,21 @@ pub async fn fetch(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body_or_413(body)?;
-    let signer = verify(&state, &uri, &headers, &body)?.to_hex();
-    require_peer(&state, &signer).await?;
-    let req: FetchRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("fetch body: {e}")))?;
-    if req.ids.len() > MAX_FETCH_IDS {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!("at most {MAX_FETCH_IDS} ids per request"),
-        ));
-    }
-    if let Some(bad) = req.ids.iter().find(|id| !is_hex32(id)) {
-        return Err(ApiError::bad_request(format!(
-            "{bad:?} is not a payload id (64 lowercase hex digits)"
-        )));
-    }
-    let found = state.store.payloads_by_ids(&req.ids).await?;
-    // Stored JSON goes out as it is, not re-encoded.
-    let mut out = String::from(r#"{"payloads":["#);
-    let mut first = true;
-    for (_, json) in found {
-        if out.len() + json.len() > MAX_FETCH_ANSWER_BYTES && !first {
-            break;
-        }
-        if !first {
-            out.push(',');
-        }
-        out.push_str(&json);
-        first = false;
-    }
-    out.push_str("]}");
-    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+    let fed = &state.federation;
+    fed.authenticate(path_of(&uri), &headers, &body).await?;
+    let answer = fed.answer_fetch(&body).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
 /// The peers this node shares: `{"peers": [{"node", "url"}]}` of active peers.
-#[utoipa::path(get, path = "/v1/federation/peers", responses((status = 200, description = "Active peers", body = Object)))]
-pub async fn peers(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let peers: Vec<Value> = state
-        .store
-        .peers()
-        .await?
-        .into_iter()
-        .filter(|p| p.status == "active")
-        .map(|p| json!({"node": p.node, "url": p.url}))
-        .collect();
-    Ok(Json(json!({ "peers": peers })))
+#[utoipa::path(get, path = "/v1/federation/peers", responses((status = 200, description = "Active peers", body = SharedPeers)))]
+pub async fn peers(State(state): State<AppState>) -> ApiResult<Json<SharedPeers>> {
+    let peers = state.federation.shared_peers().await?;
+    Ok(Json(SharedPeers { peers }))
+}
+
+/// `{"peers": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct SharedPeers {
+    pub peers: Vec<SharedPeer>,
 }

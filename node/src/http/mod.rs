@@ -60,7 +60,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(federation::sync))
         .routes(routes!(federation::fetch))
         .layer(DefaultBodyLimit::max(
-            meshrelay_federation::service::MAX_BODY_BYTES,
+            meshrelay_federation::limits::MAX_BODY_BYTES,
         ))
         .split_for_parts();
     let mut api = api;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::schema::{ErrorBody, StatusResponse};
 use crate::error::ApiError;
-use crate::state::{unix_now, AppState};
+use crate::state::AppState;
 
 /// The limits a client needs to know, as sent in `/v1/info` and the WebSocket hello.
 pub fn limits_json(state: &AppState) -> Value {
@@ -97,7 +97,7 @@ pub fn signed_node_document(state: &AppState) -> SignedNodeDoc {
             version: SOFTWARE_VERSION.into(),
         },
         subscribe: state.settings.subscribe.clone(),
-        issued_at: unix_now(),
+        issued_at: meshrelay_protocol::clock::now_wire_secs(),
     }
     .sign(&state.node_key)
 }

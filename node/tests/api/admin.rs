@@ -238,7 +238,7 @@ async fn every_change_lands_in_the_audit_log() {
     // A blocked peer's inbox was refused meanwhile; now it is active again.
     assert_eq!(
         a.state.store.peer(&b_key).await.unwrap().unwrap().status,
-        "active"
+        meshrelay_store::PeerStatus::Active
     );
 
     // Authors and payloads.
@@ -571,7 +571,7 @@ async fn the_dashboard_signs_in_and_approves_a_pending_peer_in_a_real_browser() 
     // What the browser did is what the node now holds.
     assert_eq!(
         a.state.store.peer(&b_key).await.unwrap().unwrap().status,
-        "active"
+        meshrelay_store::PeerStatus::Active
     );
     let (_, v) = admin(&a, "GET", "/admin/v1/audit", None).await;
     let got: Vec<(&str, &str)> = v["entries"]

@@ -73,7 +73,7 @@ async fn bad_inbox_requests_are_refused_and_store_nothing() {
         .insert_peer(
             &peer.public_hex(),
             "http://127.0.0.1:9",
-            "active",
+            meshrelay_store::PeerStatus::Active,
             r#"{"scope":"all"}"#,
             "",
             1,
@@ -162,13 +162,13 @@ async fn bad_inbox_requests_are_refused_and_store_nothing() {
     assert_eq!((status, code(&v)), (401, "unknown_peer"));
     // Pending and blocked peers.
     store
-        .set_peer_status(&peer.public_hex(), "pending")
+        .set_peer_status(&peer.public_hex(), meshrelay_store::PeerStatus::Pending)
         .await
         .unwrap();
     let (status, v) = signed_post(&app, &peer, INBOX, &body, now_secs()).await;
     assert_eq!((status, code(&v)), (403, "peer_pending"));
     store
-        .set_peer_status(&peer.public_hex(), "blocked")
+        .set_peer_status(&peer.public_hex(), meshrelay_store::PeerStatus::Blocked)
         .await
         .unwrap();
     let (status, v) = signed_post(&app, &peer, INBOX, &body, now_secs()).await;
@@ -196,7 +196,7 @@ async fn inbox_items_are_checked_one_by_one() {
         .insert_peer(
             &peer.public_hex(),
             "http://127.0.0.1:9",
-            "active",
+            meshrelay_store::PeerStatus::Active,
             r#"{"scope":"all"}"#,
             "",
             1,

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use meshrelay::sync::{active_targets, sync_all, sync_peer, Report};
+use meshrelay::ingest::PeerIngest;
 use meshrelay_federation::httpsig;
+use meshrelay_federation::sync::Report;
 use meshrelay_protocol::{NodeKey, Payload};
 use serde_json::{json, Value};
 
@@ -68,15 +69,27 @@ async fn link(a: &TestApp, b: &TestApp) {
     assert!(b.state.store.peer(&a_key).await.unwrap().is_some());
 }
 
+/// What the `sync` job runs: every sync target over the window.
+async fn sync_all(app: &TestApp) -> String {
+    let ingest = PeerIngest(app.state.clone());
+    app.state.federation.sync_all(&ingest).await.unwrap()
+}
+
 async fn sync_with(app: &TestApp, peer: &TestApp) -> Report {
-    let target = active_targets(&app.state)
+    let target = app
+        .state
+        .federation
+        .sync_targets()
         .await
         .unwrap()
         .into_iter()
         .find(|t| t.url == peer.base)
         .expect("peer is an active target");
-    let (since, until) = meshrelay::sync::default_window(&app.state);
-    sync_peer(&app.state, &target, since, until, None)
+    let window = app.state.federation.default_sync_window();
+    let ingest = PeerIngest(app.state.clone());
+    app.state
+        .federation
+        .sync_peer(&ingest, &target, window, None)
         .await
         .unwrap()
 }
@@ -155,13 +168,13 @@ async fn a_line_of_three_repairs_lost_forwards_through_the_middle() {
     store_quietly(&c, &batch(100, 60, "c")).await;
 
     // The scheduled job, as each node runs it: B first, then the ends.
-    let outcome = b.state.scheduler.run_now("sync").await.unwrap();
+    let outcome = sync_all(&b).await;
     assert!(
         format!("{outcome:?}").contains("synced with 2 of 2 peers"),
         "{outcome:?}"
     );
-    sync_all(&a.state).await.unwrap();
-    sync_all(&c.state).await.unwrap();
+    sync_all(&a).await;
+    sync_all(&c).await;
 
     let (ia, ib, ic) = (ids(&a).await, ids(&b).await, ids(&c).await);
     assert_eq!(ib.len(), 300);
@@ -182,14 +195,14 @@ async fn a_new_node_backfills_the_window_and_nothing_older() {
     // announces itself; A answers D's sync only once it recorded D.
     let d_key = d.state.node_hex();
     for _ in 0..100 {
-        if !active_targets(&d.state).await.unwrap().is_empty()
+        if !d.state.federation.sync_targets().await.unwrap().is_empty()
             && a.state.store.peer(&d_key).await.unwrap().is_some()
         {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let summary = sync_all(&d.state).await.unwrap();
+    let summary = sync_all(&d).await;
     assert!(summary.contains("fetched 200, pushed 0"), "{summary}");
     let want: BTreeSet<String> = recent.iter().map(|p| p.id.clone()).collect();
     assert_eq!(ids(&d).await, want);
@@ -275,7 +288,7 @@ async fn sync_and_fetch_refuse_strangers_and_bad_requests() {
         .insert_peer(
             &peer.public_hex(),
             "http://127.0.0.1:9",
-            "active",
+            meshrelay_store::PeerStatus::Active,
             r#"{"scope":"all"}"#,
             "",
             1,

@@ -4,6 +4,7 @@
 //! The responder is stateless between rounds, as negentropy allows: each round
 //! rebuilds its view of the set, so views are cached for a short while, keyed
 //! by the request and by the store's generation (a new payload makes a new view).
+//! The initiator's side, which fetches and pushes what differs, is `initiator`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +14,10 @@ use meshrelay_store::Store;
 use negentropy::{Id, Negentropy, NegentropyStorageVector};
 use serde::{Deserialize, Serialize};
 
-/// Largest negentropy message either side sends or accepts (PROTOCOL.md 5.5).
-pub const FRAME_LIMIT: usize = 60_000;
-/// Most ids in one fetch request.
-pub const MAX_FETCH_IDS: usize = 500;
-/// Most bytes of payload JSON in one fetch answer; the initiator asks again
-/// for what did not fit.
-pub const MAX_FETCH_ANSWER_BYTES: usize = 3 * 1024 * 1024;
+pub use crate::limits::{FRAME_LIMIT, MAX_FETCH_ANSWER_BYTES, MAX_FETCH_IDS};
+
+mod initiator;
+pub use initiator::{own_filters, Progress, Report, Target};
 
 /// `POST /v1/federation/sync` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,363 @@
+//! One delivery loop per peer drains its durable outbox (PROTOCOL.md 5.4):
+//! `plan_batches` decides what goes out (pure), `send` carries it, and
+//! `record` writes what came of it, with exponential backoff and jitter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshrelay_protocol::clock::{now_ms, now_secs};
+use meshrelay_store::{OutboxItem, PeerStatus};
+use tokio::sync::Notify;
+
+use crate::peer_client::InboxBody;
+use crate::Federation;
+
+/// Consecutive failed deliveries after which a peer counts as unreachable.
+const UNREACHABLE_AFTER: u32 = 5;
+/// Inbox requests in flight to one peer at a time.
+const PIPELINE: usize = 4;
+
+/// What a delivery loop does after one attempt.
+enum Next {
+    /// A batch went out; more may be due at once.
+    More,
+    /// Nothing due: wait for new items or the next due time.
+    Idle,
+    /// The peer failed: wait this long whatever gets queued meanwhile.
+    Backoff(Duration),
+    /// The peer was forgotten: the loop ends.
+    Gone,
+}
+
+impl Federation {
+    /// Wake every delivery loop, those backing off from a failing peer too
+    /// (an operator put dead letters back in the queue).
+    pub fn wake_all(&self) {
+        self.kick.notify_waiters();
+        for n in self.wakers.lock().expect("lock").values() {
+            n.notify_one();
+        }
+    }
+
+    pub(crate) fn ensure_delivery_loop(self: &Arc<Self>, peer: &str) {
+        let notify = {
+            let mut wakers = self.wakers.lock().expect("lock");
+            if wakers.contains_key(peer) {
+                return;
+            }
+            let n = Arc::new(Notify::new());
+            wakers.insert(peer.to_string(), n.clone());
+            n
+        };
+        let this = self.clone();
+        let peer = peer.to_string();
+        self.tasks
+            .spawn(async move { this.delivery_loop(peer, notify).await });
+    }
+
+    /// Drain one peer's outbox: batches of at most 100 items and 1 MiB, retried
+    /// with exponential backoff and jitter, given up after `max_delivery_age_secs`.
+    async fn delivery_loop(self: Arc<Self>, peer: String, notify: Arc<Notify>) {
+        let mut failures: u32 = 0;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let wait = match self.deliver_once(&peer, &mut failures).await {
+                Ok(Next::More) => continue,
+                Ok(Next::Gone) => {
+                    let mut wakers = self.wakers.lock().expect("lock");
+                    if wakers.get(&peer).is_some_and(|n| Arc::ptr_eq(n, &notify)) {
+                        wakers.remove(&peer);
+                    }
+                    return;
+                }
+                Ok(Next::Idle) => self.idle_wait(&peer).await,
+                Ok(Next::Backoff(delay)) => {
+                    // New items must not cut a backoff short: sleep it out,
+                    // unless an operator retries dead letters.
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = self.kick.notified() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "delivery loop error");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// How long to sleep when nothing is due: until the next item falls due.
+    async fn idle_wait(&self, peer: &str) -> Duration {
+        match self.store.next_due(peer).await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 60_000) as u64),
+            _ => Duration::from_secs(60),
+        }
+    }
+
+    /// One delivery attempt: plan, send, record.
+    async fn deliver_once(
+        &self,
+        peer: &str,
+        failures: &mut u32,
+    ) -> Result<Next, meshrelay_store::Error> {
+        let Some(info) = self.store.peer(peer).await? else {
+            return Ok(Next::Gone);
+        };
+        if !info.status.receives_forwards() {
+            return Ok(Next::Idle);
+        }
+        let Some(inbox) = info.inbox.clone().filter(|i| !i.is_empty()) else {
+            return Ok(Next::Idle);
+        };
+        let now = now_ms();
+        let due = self
+            .store
+            .due_items(peer, now, (crate::limits::MAX_ITEMS * PIPELINE) as i64)
+            .await?;
+        if due.is_empty() {
+            return Ok(Next::Idle);
+        }
+        let plan = plan_batches(due, PIPELINE);
+        self.store.delete_items(&plan.hidden).await?;
+        self.store
+            .defer_items(
+                &plan.too_big,
+                now,
+                "payload larger than an inbox request may be",
+                true,
+            )
+            .await?;
+        if plan.batches.is_empty() {
+            let dropped = plan.hidden.is_empty() && plan.too_big.is_empty();
+            return Ok(if dropped { Next::Idle } else { Next::More });
+        }
+        let failed = self.send(&inbox, &plan.batches).await;
+        self.record(&info, &plan.batches, failed, now, failures)
+            .await
+    }
+
+    /// Send the batches at once (one request each); returns the failures'
+    /// batch indexes and why, the peer's text cut to `MAX_ERROR_TEXT`.
+    async fn send(&self, inbox: &str, batches: &[Vec<OutboxItem>]) -> Vec<(usize, String)> {
+        let results = futures_util::future::join_all(batches.iter().map(|batch| {
+            let mut body = InboxBody::default();
+            for item in batch {
+                body.push(item.json.as_deref().unwrap_or("null"), item.hops, false);
+            }
+            async move {
+                let _permit = self.deliveries.acquire().await;
+                self.client.inbox(inbox, body).await
+            }
+        }))
+        .await;
+        results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, result)| match result {
+                Ok(answer) if answer.status == 202 => None,
+                Ok(answer) => Some((
+                    i,
+                    format!(
+                        "HTTP {}: {}",
+                        answer.status,
+                        answer.excerpt(crate::MAX_ERROR_TEXT)
+                    ),
+                )),
+                Err(e) => Some((i, cut(&e.to_string(), crate::MAX_ERROR_TEXT))),
+            })
+            .collect()
+    }
+
+    /// Write what came of an attempt: delivered items leave the outbox, the
+    /// rest wait out a backoff or, past `max_delivery_age_secs`, become dead.
+    async fn record(
+        &self,
+        info: &meshrelay_store::Peer,
+        batches: &[Vec<OutboxItem>],
+        failed: Vec<(usize, String)>,
+        now: i64,
+        failures: &mut u32,
+    ) -> Result<Next, meshrelay_store::Error> {
+        let peer = info.node.as_str();
+        let failed_batches: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+        let delivered: Vec<i64> = batches
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !failed_batches.contains(i))
+            .flat_map(|(_, b)| b.iter().map(|item| item.item_id))
+            .collect();
+        self.store.delete_items(&delivered).await?;
+        self.delivered
+            .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let Some((_, why)) = failed.last() else {
+            // Health is written when it changes (or every 10 s), not per batch:
+            // on SQLite each write waits for the payload writer's lock.
+            if info.delivery_failures > 0 || info.last_delivery.is_none_or(|t| now_secs() - t >= 10)
+            {
+                self.store.record_delivery(peer, true, now_secs()).await?;
+            }
+            // A swap, not a set: an operator's block made meanwhile stays.
+            if info.status == PeerStatus::Unreachable
+                && self
+                    .store
+                    .swap_peer_status(peer, PeerStatus::Unreachable, PeerStatus::Active)
+                    .await?
+            {
+                tracing::info!(%peer, "peer reachable again");
+            }
+            *failures = 0;
+            return Ok(Next::More);
+        };
+        *failures += 1;
+        let delay = self.backoff(*failures);
+        let max_age_ms = self.config.max_delivery_age_secs as i64 * 1000;
+        let (dead, retry): (Vec<&OutboxItem>, Vec<&OutboxItem>) = failed_batches
+            .iter()
+            .flat_map(|&i| batches[i].iter())
+            .partition(|i| now - i.enqueued_at >= max_age_ms);
+        let ids = |items: Vec<&OutboxItem>| items.iter().map(|i| i.item_id).collect::<Vec<_>>();
+        self.store.defer_items(&ids(dead), now, why, true).await?;
+        self.store
+            .defer_items(&ids(retry), now + delay.as_millis() as i64, why, false)
+            .await?;
+        self.store.record_delivery(peer, false, now_secs()).await?;
+        if *failures >= UNREACHABLE_AFTER
+            && info.status == PeerStatus::Active
+            && self
+                .store
+                .swap_peer_status(peer, PeerStatus::Active, PeerStatus::Unreachable)
+                .await?
+        {
+            tracing::warn!(%peer, failures = *failures, "peer unreachable; still probing");
+        }
+        tracing::info!(%peer, error = %why, retry_in = ?delay, "delivery failed");
+        Ok(Next::Backoff(delay))
+    }
+
+    /// `retry_min * 2^(failures-1)`, at most `retry_max`, with jitter in [50%, 100%].
+    fn backoff(&self, failures: u32) -> Duration {
+        let min = self.config.retry_min_secs.max(1) as f64;
+        let max = self.config.retry_max_secs.max(1) as f64;
+        let base = (min * 2f64.powi(failures.saturating_sub(1).min(30) as i32)).min(max);
+        let jitter = 0.5 + rand::random::<f64>() * 0.5;
+        Duration::from_secs_f64(base * jitter)
+    }
+}
+
+/// What one delivery attempt does with the items that are due.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchPlan {
+    /// Up to `pipeline` requests, each within the inbox limits, in queue order.
+    pub batches: Vec<Vec<OutboxItem>>,
+    /// Items whose payload was hidden since it was queued: never forwarded.
+    pub hidden: Vec<i64>,
+    /// Items too large for any inbox request: dead at once.
+    pub too_big: Vec<i64>,
+}
+
+/// Cut the due items (oldest first) into at most `pipeline` inbox requests;
+/// what does not fit waits for the next attempt.
+pub fn plan_batches(due: Vec<OutboxItem>, pipeline: usize) -> BatchPlan {
+    let mut plan = BatchPlan::default();
+    let mut body = InboxBody::default();
+    let mut batch = Vec::new();
+    for item in due {
+        let Some(len) = item.json.as_ref().map(String::len) else {
+            plan.hidden.push(item.item_id);
+            continue;
+        };
+        if !InboxBody::fits_alone(len) {
+            plan.too_big.push(item.item_id);
+            continue;
+        }
+        if !body.has_room(len) {
+            plan.batches.push(std::mem::take(&mut batch));
+            body = InboxBody::default();
+            if plan.batches.len() == pipeline {
+                return plan;
+            }
+        }
+        body.push(item.json.as_deref().unwrap_or_default(), item.hops, false);
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        plan.batches.push(batch);
+    }
+    plan
+}
+
+/// `text` cut to at most `max` characters.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshrelay_store::OutboxState;
+
+    use super::*;
+    use crate::limits::{MAX_BODY_BYTES, MAX_ITEMS};
+
+    fn item(id: i64, json: Option<String>) -> OutboxItem {
+        OutboxItem {
+            item_id: id,
+            peer: "p".into(),
+            payload_id: format!("{id}"),
+            hops: 1,
+            enqueued_at: 0,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            state: OutboxState::Pending,
+            json,
+        }
+    }
+
+    #[test]
+    fn batches_keep_to_the_inbox_limits_and_the_pipeline() {
+        let small = || Some(r#"{"x":1}"#.to_string());
+        let due: Vec<_> = (0..450).map(|i| item(i, small())).collect();
+        let plan = plan_batches(due, 4);
+        assert_eq!(plan.batches.len(), 4);
+        assert!(plan.batches.iter().all(|b| b.len() == MAX_ITEMS));
+        assert_eq!(plan.batches[1][0].item_id, 100, "queue order is kept");
+
+        let third = Some(format!("\"{}\"", "x".repeat(MAX_BODY_BYTES / 3)));
+        let due = vec![
+            item(1, third.clone()),
+            item(2, third.clone()),
+            item(3, third),
+        ];
+        let plan = plan_batches(due, 4);
+        let sizes: Vec<usize> = plan.batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 1], "a body never passes 1 MiB");
+    }
+
+    #[test]
+    fn hidden_and_oversized_items_are_set_apart() {
+        let huge = Some("x".repeat(MAX_BODY_BYTES));
+        let due = vec![item(1, None), item(2, huge), item(3, Some("{}".into()))];
+        let plan = plan_batches(due, 4);
+        assert_eq!((plan.hidden, plan.too_big), (vec![1], vec![2]));
+        assert_eq!(plan.batches.len(), 1);
+        assert_eq!(plan.batches[0][0].item_id, 3);
+    }
+
+    #[test]
+    fn nothing_due_plans_nothing() {
+        assert_eq!(plan_batches(Vec::new(), 4), BatchPlan::default());
+    }
+}

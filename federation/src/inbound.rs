@@ -1,0 +1,376 @@
+//! A peer's requests to this node (PROTOCOL.md 5.2, 5.4, 5.5): verify the
+//! signature, admit the signer, then take in its inbox items or answer its
+//! sync rounds and fetches. The node's HTTP handlers only carry bytes to and
+//! from these functions.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use http::HeaderMap;
+use meshrelay_protocol::hexfmt::is_hex32;
+use meshrelay_protocol::{ErrorCode, Payload, ProtocolError};
+use meshrelay_store::{Peer, PeerStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::httpsig::Message;
+use crate::ingest::{Ingest, Source};
+use crate::limits::{MAX_FETCH_ANSWER_BYTES, MAX_FETCH_IDS, MAX_ITEMS};
+use crate::router::wants;
+use crate::sync::{FetchRequest, SyncError, SyncRequest, SyncResponse};
+use crate::Federation;
+
+/// A refused request: its wire code, HTTP status and message (PROTOCOL.md 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: ErrorCode,
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            status: code.http_status(),
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// This node's own failure: the cause goes to the log, not to the peer.
+    fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(error = %chain, "internal error answering a peer");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+impl From<meshrelay_store::Error> for Refused {
+    fn from(e: meshrelay_store::Error) -> Self {
+        Self::internal(&e)
+    }
+}
+
+/// One refused inbox item.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Rejected {
+    pub id: Option<String>,
+    pub code: String,
+}
+
+/// The answer to an inbox request (5.4).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InboxResponse {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: Vec<Rejected>,
+}
+
+/// `{"node", "url"}` of a peer this node shares (5.2).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SharedPeer {
+    pub node: String,
+    pub url: String,
+}
+
+#[derive(Deserialize)]
+struct InboxBody<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawItem<'a> {
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(default)]
+    hops: Option<Value>,
+    #[serde(default)]
+    sync: bool,
+}
+
+/// A checked inbox item, ready to store.
+struct Item {
+    payload: Payload,
+    hops: u32,
+    sync: bool,
+}
+
+impl Federation {
+    /// Verify a signed request against this node's own `public_url` followed
+    /// by the request's path and query (so signatures survive a proxy).
+    /// Returns the signer's key (hex).
+    pub fn verify_signed(
+        &self,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<String, Refused> {
+        let target = format!("{}{path_and_query}", self.config.public_url);
+        let msg = Message {
+            method: "POST",
+            target_uri: &target,
+            headers,
+        };
+        let now = meshrelay_protocol::clock::now_secs();
+        self.verifier
+            .verify(&msg, Some(body), now)
+            .map(|key| key.to_hex())
+            .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))
+    }
+
+    /// The signer must be a known peer whose status accepts its requests.
+    pub async fn admit(&self, signer: &str) -> Result<Peer, Refused> {
+        let peer = self.store.peer(signer).await?.ok_or_else(|| {
+            Refused::new(ErrorCode::UnknownPeer, "the signer is not a known peer")
+        })?;
+        if peer.status.accepts_inbox() {
+            return Ok(peer);
+        }
+        Err(match peer.status {
+            PeerStatus::Pending => {
+                Refused::new(ErrorCode::PeerPending, "this peer awaits approval")
+            }
+            PeerStatus::KeyChanged => Refused::new(
+                ErrorCode::KeyChanged,
+                "this peer's key changed; an operator must decide",
+            ),
+            _ => Refused::new(ErrorCode::Blocked, "this peer is blocked"),
+        })
+    }
+
+    /// `verify_signed`, then `admit`: the checks every request but announce takes.
+    pub async fn authenticate(
+        &self,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Peer, Refused> {
+        let signer = self.verify_signed(path_and_query, headers, body)?;
+        self.admit(&signer).await
+    }
+
+    /// `POST /v1/federation/announce` (5.2), already verified as `signer`.
+    pub async fn receive_announce(
+        self: &Arc<Self>,
+        signer: &str,
+        body: &[u8],
+    ) -> Result<PeerStatus, Refused> {
+        #[derive(Deserialize)]
+        struct Announce {
+            url: String,
+        }
+        let req: Announce = serde_json::from_slice(body)
+            .map_err(|e| Refused::bad_request(format!("announce body: {e}")))?;
+        match self.accept_announce(signer, &req.url).await {
+            Ok(peer) => Ok(peer.status),
+            Err(e) => Err(match e.answer() {
+                Some((code, status)) => Refused {
+                    code,
+                    status,
+                    message: e.to_string(),
+                },
+                None => Refused::internal(&e),
+            }),
+        }
+    }
+
+    /// `POST /v1/federation/inbox` (5.4) from an admitted `peer`: check each
+    /// item, store the good ones through `ingest`, answer per item.
+    pub async fn receive_inbox(
+        &self,
+        ingest: Arc<dyn Ingest>,
+        peer: &Peer,
+        body: &[u8],
+    ) -> Result<InboxResponse, Refused> {
+        let text =
+            std::str::from_utf8(body).map_err(|_| Refused::bad_request("body is not UTF-8"))?;
+        let parsed: InboxBody = serde_json::from_str(text)
+            .map_err(|e| Refused::bad_request(format!("inbox body: {e}")))?;
+        if parsed.items.len() > MAX_ITEMS {
+            return Err(Refused::new(
+                ErrorCode::TooLarge,
+                format!("at most {MAX_ITEMS} items per request"),
+            ));
+        }
+        let mut rejected = Vec::new();
+        let mut checked = Vec::new();
+        for raw in parsed.items {
+            match self.check_item(ingest.as_ref(), raw) {
+                Ok(item) => checked.push(item),
+                Err((id, e)) => rejected.push(Rejected {
+                    id,
+                    code: e.code.as_str().to_string(),
+                }),
+            }
+        }
+        // All items together, so they share the writer's batches. In a task of
+        // its own: if the sender hangs up mid-request, what gets committed is
+        // still counted and delivered to local subscribers.
+        let node = peer.node.clone();
+        let task = tokio::spawn(async move { store_items(ingest, node, checked, rejected).await });
+        task.await.map_err(|e| Refused::internal(&e))
+    }
+
+    /// One inbox item: its shape, then the payload's checks and our preference.
+    fn check_item(
+        &self,
+        ingest: &dyn Ingest,
+        raw: &RawValue,
+    ) -> Result<Item, (Option<String>, ProtocolError)> {
+        let Ok(item) = serde_json::from_str::<RawItem>(raw.get()) else {
+            return Err((None, ProtocolError::bad_request("item is not an object")));
+        };
+        let hops = item
+            .hops
+            .as_ref()
+            .and_then(Value::as_u64)
+            .filter(|h| *h >= 1);
+        let (Some(payload), Some(hops)) = (item.payload, hops) else {
+            return Err((
+                id_of(item.payload),
+                ProtocolError::bad_request("an item needs a payload and integer hops >= 1"),
+            ));
+        };
+        let p = ingest
+            .check(payload.get())
+            .map_err(|e| (id_of(Some(payload)), e))?;
+        if !wants(&self.config.own_subscribe, &p) {
+            let e = ProtocolError::new(ErrorCode::NotSubscribed, "not in this node's preference");
+            return Err((Some(p.id), e));
+        }
+        Ok(Item {
+            payload: p,
+            hops: u32::try_from(hops).unwrap_or(u32::MAX),
+            sync: item.sync,
+        })
+    }
+
+    /// `POST /v1/federation/sync` (5.5): one round of a session from `peer`.
+    pub async fn answer_sync(&self, peer: &Peer, body: &[u8]) -> Result<SyncResponse, Refused> {
+        let req: SyncRequest = serde_json::from_slice(body)
+            .map_err(|e| Refused::bad_request(format!("sync body: {e}")))?;
+        match self.sync.answer(&self.store, &peer.node, &req).await {
+            Ok(msg) => {
+                self.metrics
+                    .served(&peer.node, body.len(), msg.len() * 2 + 10);
+                Ok(SyncResponse {
+                    msg: hex::encode(msg),
+                })
+            }
+            Err(SyncError::TooManyItems(cap)) => Err(Refused::new(
+                ErrorCode::TooLarge,
+                format!("more than {cap} payloads in this window; split it"),
+            )),
+            Err(SyncError::BadRequest(why)) => Err(Refused::bad_request(why)),
+            Err(SyncError::Store(e)) => Err(Refused::internal(&e)),
+        }
+    }
+
+    /// `POST /v1/federation/fetch` (5.5): the visible payloads among the ids
+    /// asked for, as a JSON answer of at most `MAX_FETCH_ANSWER_BYTES` of them.
+    pub async fn answer_fetch(&self, body: &[u8]) -> Result<String, Refused> {
+        let req: FetchRequest = serde_json::from_slice(body)
+            .map_err(|e| Refused::bad_request(format!("fetch body: {e}")))?;
+        if req.ids.len() > MAX_FETCH_IDS {
+            return Err(Refused::new(
+                ErrorCode::TooLarge,
+                format!("at most {MAX_FETCH_IDS} ids per request"),
+            ));
+        }
+        if let Some(bad) = req.ids.iter().find(|id| !is_hex32(id)) {
+            return Err(Refused::bad_request(format!(
+                "{bad:?} is not a payload id (64 lowercase hex digits)"
+            )));
+        }
+        let found = self.store.payloads_by_ids(&req.ids).await?;
+        // Stored JSON goes out as it is, not re-encoded.
+        let mut out = String::from(r#"{"payloads":["#);
+        let mut first = true;
+        for (_, json) in found {
+            if out.len() + json.len() > MAX_FETCH_ANSWER_BYTES && !first {
+                break;
+            }
+            if !first {
+                out.push(',');
+            }
+            out.push_str(&json);
+            first = false;
+        }
+        out.push_str("]}");
+        Ok(out)
+    }
+
+    /// `GET /v1/federation/peers` (5.2): the peers this node shares.
+    pub async fn shared_peers(&self) -> Result<Vec<SharedPeer>, Refused> {
+        Ok(self
+            .store
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.status.is_shared())
+            .map(|p| SharedPeer {
+                node: p.node,
+                url: p.url,
+            })
+            .collect())
+    }
+}
+
+/// Store the checked items of one inbox request and build its answer.
+async fn store_items(
+    ingest: Arc<dyn Ingest>,
+    node: String,
+    checked: Vec<Item>,
+    mut rejected: Vec<Rejected>,
+) -> InboxResponse {
+    let results = join_all(checked.into_iter().map(|item| {
+        let (ingest, node) = (ingest.as_ref(), node.as_str());
+        async move {
+            let id = item.payload.id.clone();
+            let source = Source::Peer {
+                node,
+                hops: item.hops,
+                sync: item.sync,
+            };
+            (id, ingest.store(item.payload, source).await)
+        }
+    }))
+    .await;
+    let (mut accepted, mut duplicates) = (0, 0);
+    for (id, result) in results {
+        match result {
+            Ok(a) if a.duplicate => duplicates += 1,
+            Ok(_) => accepted += 1,
+            Err(e) => rejected.push(Rejected {
+                id: Some(id),
+                code: e.code.as_str().into(),
+            }),
+        }
+    }
+    InboxResponse {
+        accepted,
+        duplicates,
+        rejected,
+    }
+}
+
+fn id_of(raw: Option<&RawValue>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    raw.and_then(|r| serde_json::from_str::<IdOnly>(r.get()).ok())
+        .map(|x| x.id)
+}

@@ -1,0 +1,41 @@
+//! The seam between federation and the node: federation receives peers'
+//! payloads (inbox, sync) but only the node can store one, because storing
+//! means committing it with its forwards and handing it to live subscribers.
+//! Federation defines what it needs here; the node implements it.
+
+use futures_util::future::BoxFuture;
+use meshrelay_protocol::{Payload, ProtocolError};
+
+/// Where a payload came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A local client, over `ws` or `http`.
+    Local(&'static str),
+    /// A peer's inbox item with its hops; `sync` items are not forwarded onward.
+    Peer {
+        node: &'a str,
+        hops: u32,
+        sync: bool,
+    },
+}
+
+/// A payload the node holds now (newly stored, or a duplicate of one it held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: String,
+    pub duplicate: bool,
+}
+
+/// What federation needs from the node to take in a peer's payloads.
+pub trait Ingest: Send + Sync {
+    /// Check a payload's fields, id and signature (PROTOCOL.md 2).
+    fn check(&self, json: &str) -> Result<Payload, ProtocolError>;
+
+    /// Store a checked payload (with its forwards, in one transaction) and
+    /// hand it to live subscribers. Answers after the commit.
+    fn store<'a>(
+        &'a self,
+        payload: Payload,
+        source: Source<'a>,
+    ) -> BoxFuture<'a, Result<Accepted, ProtocolError>>;
+}

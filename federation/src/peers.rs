@@ -1,0 +1,285 @@
+//! Knowing peers: joining by URL, answering announces, scheduled polling of
+//! their documents (PROTOCOL.md 5.2, 5.3), operators' decisions, and the
+//! routing table built from the preferences of the peers that receive forwards.
+
+use std::sync::Arc;
+
+use meshrelay_protocol::clock::now_secs;
+use meshrelay_protocol::node_doc::{SignedNodeDoc, Subscribe};
+use meshrelay_protocol::Payload;
+use meshrelay_store::{Peer, PeerStatus};
+
+use crate::client::FetchError;
+use crate::router::Router;
+use crate::Federation;
+
+/// Why a join or an announce was refused; maps to PROTOCOL.md 5.2's answers.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the node document could not be fetched or checked: {0}")]
+    Fetch(#[from] FetchError),
+    #[error("the document's node {doc} is not the signer {signer}")]
+    KeyMismatch { doc: String, signer: String },
+    #[error("{url} is known under another key")]
+    KeyChanged { url: String },
+    #[error("this peer is blocked")]
+    Blocked,
+    #[error("storage failed")]
+    Store(#[from] meshrelay_store::Error),
+}
+
+impl JoinError {
+    /// The refusal as PROTOCOL.md 5.2 answers it: its code and HTTP status
+    /// (the message is the error's text). None for a storage failure, which
+    /// is this node's own fault and answered as `internal`.
+    pub fn answer(&self) -> Option<(meshrelay_protocol::ErrorCode, u16)> {
+        use meshrelay_protocol::ErrorCode;
+        let code = match self {
+            Self::Store(_) => return None,
+            Self::Blocked => ErrorCode::Blocked,
+            Self::KeyChanged { .. } => ErrorCode::KeyChanged,
+            // A document that cannot be fetched or does not match its signer.
+            Self::Fetch(_) | Self::KeyMismatch { .. } => return Some((ErrorCode::BadRequest, 422)),
+        };
+        Some((code, code.http_status()))
+    }
+}
+
+impl Federation {
+    /// An operator's decision on a peer (`active` to approve or unblock,
+    /// `blocked`): None when the peer is unknown. An approved or unblocked
+    /// peer's queue is delivered at once; a blocked one gets nothing more.
+    pub async fn set_peer_status(
+        self: &Arc<Self>,
+        node: &str,
+        status: PeerStatus,
+    ) -> Result<Option<Peer>, meshrelay_store::Error> {
+        if !self.store.set_peer_status(node, status).await? {
+            return Ok(None);
+        }
+        tracing::info!(peer = %node, %status, "peer status set by an operator");
+        self.rebuild_router().await?;
+        self.ensure_delivery_loop(node);
+        self.wake(&[(node.to_string(), 0)]);
+        self.store.peer(node).await
+    }
+
+    /// Forget a peer and its queue; its delivery loop ends. False when unknown.
+    pub async fn forget_peer(&self, node: &str) -> Result<bool, meshrelay_store::Error> {
+        let known = self.store.delete_peer(node).await?;
+        self.rebuild_router().await?;
+        let waker = self.wakers.lock().expect("lock").get(node).cloned();
+        if let Some(n) = waker {
+            n.notify_one();
+        }
+        if known {
+            tracing::info!(peer = %node, "peer forgotten");
+        }
+        Ok(known)
+    }
+
+    /// Poll one peer now and rebuild the routes; None when the peer is unknown.
+    pub async fn poll_now(
+        &self,
+        node: &str,
+    ) -> Result<Option<(Peer, Result<bool, FetchError>)>, meshrelay_store::Error> {
+        let Some(peer) = self.store.peer(node).await? else {
+            return Ok(None);
+        };
+        let outcome = self.poll_peer(&peer).await;
+        if outcome.is_err() {
+            self.store.record_poll_failure(node, now_secs()).await?;
+        }
+        self.rebuild_router().await?;
+        let peer = self.store.peer(node).await?.unwrap_or(peer);
+        Ok(Some((peer, outcome)))
+    }
+
+    /// Rebuild the routing table from the peers that are active.
+    pub async fn rebuild_router(&self) -> Result<(), meshrelay_store::Error> {
+        let prefs = self
+            .store
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.status.receives_forwards())
+            .filter_map(|p| {
+                let pref = serde_json::from_str::<Subscribe>(p.subscribe.as_deref()?).ok()?;
+                Some((p.node, pref))
+            });
+        *self.router.write().expect("lock") = Arc::new(Router::new(prefs));
+        Ok(())
+    }
+
+    /// Where to forward a payload: (peer, hops) for each peer that wants it.
+    /// `from` is the peer it came from and `hops` the hops it arrived with
+    /// (None for a local client). Nothing goes on at `max_hops`.
+    pub fn forward_targets(&self, p: &Payload, from: Option<(&str, u32)>) -> Vec<(String, i64)> {
+        let hops = match from {
+            None => 1,
+            Some((_, h)) if h >= self.config.max_hops => return Vec::new(),
+            Some((_, h)) => h + 1,
+        };
+        let router = self.router.read().expect("lock").clone();
+        router
+            .targets(p, from.map(|(peer, _)| peer))
+            .into_iter()
+            .map(|peer| (peer, i64::from(hops)))
+            .collect()
+    }
+
+    /// Tell the delivery loops of these peers that items were queued.
+    pub fn wake(&self, peers: &[(String, i64)]) {
+        let wakers = self.wakers.lock().expect("lock");
+        for (peer, _) in peers {
+            if let Some(n) = wakers.get(peer) {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Join a peer by URL: fetch and check its document, pin its key, announce
+    /// ourselves to it. The operator chose it, so it is active at once.
+    pub async fn join(self: &Arc<Self>, url: &str) -> Result<Peer, JoinError> {
+        let url = url.trim_end_matches('/');
+        let doc = self.client.document(url).await?;
+        let peer = self.record_peer(url, &doc, PeerStatus::Active).await?;
+        self.announce_to(url).await;
+        Ok(peer)
+    }
+
+    /// Handle `POST /v1/federation/announce` from `signer` (already verified).
+    pub async fn accept_announce(
+        self: &Arc<Self>,
+        signer: &str,
+        url: &str,
+    ) -> Result<Peer, JoinError> {
+        let url = url.trim_end_matches('/');
+        if let Some(p) = self.store.peer(signer).await? {
+            if p.status == PeerStatus::Blocked {
+                return Err(JoinError::Blocked);
+            }
+        }
+        let doc = self.client.document(url).await?;
+        if doc.doc.node != signer {
+            return Err(JoinError::KeyMismatch {
+                doc: doc.doc.node,
+                signer: signer.to_string(),
+            });
+        }
+        let status = if self.config.require_peer_approval {
+            PeerStatus::Pending
+        } else {
+            PeerStatus::Active
+        };
+        self.record_peer(url, &doc, status).await
+    }
+
+    /// Pin a peer on first contact; a URL known under another key is refused.
+    async fn record_peer(
+        self: &Arc<Self>,
+        url: &str,
+        doc: &SignedNodeDoc,
+        status: PeerStatus,
+    ) -> Result<Peer, JoinError> {
+        if let Some(known) = self.store.peer_by_url(url).await? {
+            if known.node != doc.doc.node {
+                return Err(JoinError::KeyChanged {
+                    url: url.to_string(),
+                });
+            }
+            return Ok(known);
+        }
+        if let Some(known) = self.store.peer(&doc.doc.node).await? {
+            return Ok(known);
+        }
+        let subscribe = serde_json::to_string(&doc.doc.subscribe).expect("serializes");
+        self.store
+            .insert_peer(
+                &doc.doc.node,
+                url,
+                status,
+                &subscribe,
+                &doc.doc.inbox,
+                now_secs(),
+            )
+            .await?;
+        tracing::info!(peer = %doc.doc.node, %url, %status, "peer recorded");
+        self.rebuild_router().await?;
+        self.ensure_delivery_loop(&doc.doc.node);
+        Ok(self
+            .store
+            .peer(&doc.doc.node)
+            .await?
+            .expect("just inserted"))
+    }
+
+    async fn announce_to(&self, url: &str) {
+        match self.client.announce(url, &self.config.public_url).await {
+            Ok(a) if a.status == 202 => tracing::info!(%url, "announced to peer"),
+            Ok(a) => {
+                let answer = a.excerpt(crate::MAX_ERROR_TEXT);
+                tracing::warn!(%url, status = a.status, %answer, "announce refused")
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "announce failed"),
+        }
+    }
+
+    /// Join each seed not known yet; retried by every poll until it works.
+    pub async fn join_seeds(self: &Arc<Self>) {
+        for seed in &self.config.seed_peers {
+            let url = seed.trim_end_matches('/');
+            if matches!(self.store.peer_by_url(url).await, Ok(Some(_))) {
+                continue;
+            }
+            if let Err(e) = self.join(url).await {
+                tracing::warn!(%url, error = %e, "joining seed peer failed; retried at the next poll");
+            }
+        }
+    }
+
+    /// The `poll` job: refresh every non-blocked peer's preference.
+    pub async fn poll_all(self: &Arc<Self>) -> anyhow::Result<String> {
+        self.join_seeds().await;
+        let peers = self.store.peers().await?;
+        let (mut ok, mut failed, mut changed) = (0, 0, 0);
+        for peer in peers.iter().filter(|p| p.status.is_polled()) {
+            match self.poll_peer(peer).await {
+                Ok(true) => ok += 1,
+                Ok(false) => changed += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(peer = %peer.node, url = %peer.url, error = %e, "poll failed");
+                    self.store
+                        .record_poll_failure(&peer.node, now_secs())
+                        .await?;
+                }
+            }
+        }
+        self.rebuild_router().await?;
+        Ok(format!(
+            "polled {} peers: {ok} ok, {failed} failed, {changed} with a changed key",
+            ok + failed + changed
+        ))
+    }
+
+    /// Poll one peer. Ok(false) when its document names another key: the peer is
+    /// flagged `key_changed` and gets nothing more until an operator decides.
+    pub async fn poll_peer(&self, peer: &Peer) -> Result<bool, FetchError> {
+        let doc = self.client.document(&peer.url).await?;
+        if doc.doc.node != peer.node {
+            tracing::error!(peer = %peer.node, url = %peer.url, new_key = %doc.doc.node, "peer's key changed; refusing it");
+            let _ = self
+                .store
+                .set_peer_status(&peer.node, PeerStatus::KeyChanged)
+                .await;
+            return Ok(false);
+        }
+        let subscribe = serde_json::to_string(&doc.doc.subscribe).expect("serializes");
+        let _ = self
+            .store
+            .record_poll_ok(&peer.node, &subscribe, &doc.doc.inbox, now_secs())
+            .await;
+        Ok(true)
+    }
+}

@@ -1,0 +1,320 @@
+//! One batch of the writer, one transaction: which submissions may be stored
+//! (planned before the transaction opens), then the named steps that write
+//! them. Each step is written once and compiled for both backends.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use meshrelay_protocol::Payload;
+use sqlx::{QueryBuilder, Transaction};
+
+use super::Job;
+use crate::{with_pool, BeginWrite, Result, Store, WriteOutcome};
+
+/// Rows per multi-row INSERT, kept well under both backends' bind limits.
+const ROWS_PER_INSERT: usize = 500;
+
+/// The submissions of a batch that may be stored: the first submission of
+/// each id (in batch order), and the authors among them.
+#[derive(Debug, PartialEq, Eq)]
+struct Plan<'b> {
+    first: Vec<usize>,
+    authors: HashSet<&'b str>,
+}
+
+fn plan<'b>(payloads: impl Iterator<Item = &'b Payload>) -> Plan<'b> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut first = Vec::new();
+    let mut authors = HashSet::new();
+    for (i, p) in payloads.enumerate() {
+        if seen.insert(p.id.as_str()) {
+            first.push(i);
+            authors.insert(p.author.as_str());
+        }
+    }
+    Plan { first, authors }
+}
+
+/// Commit one batch; one outcome per job, in order.
+pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutcome>> {
+    let Plan { first, authors } = plan(batch.iter().map(|j| &*j.payload));
+    // Every submission not stored below is a duplicate: of an earlier one in
+    // this batch, or of a row already held.
+    let mut outcomes = vec![WriteOutcome::Duplicate; batch.len()];
+    with_pool!(store, pool => {
+        let mut tx = pool.begin_write().await?;
+        let blocked = Steps::blocked_among(&mut tx, &authors).await?;
+        let candidates: Vec<&Job> = first
+            .iter()
+            .filter_map(|&i| {
+                if blocked.contains(&batch[i].payload.author) {
+                    outcomes[i] = WriteOutcome::Blocked;
+                    None
+                } else {
+                    Some(&batch[i])
+                }
+            })
+            .collect();
+        let inserted = Steps::insert_payloads(&mut tx, &candidates).await?;
+        let stored: Vec<&Payload> = candidates
+            .iter()
+            .map(|j| &*j.payload)
+            .filter(|p| inserted.contains_key(&p.id))
+            .collect();
+        Steps::insert_tags(&mut tx, &tag_rows(&stored, &inserted)).await?;
+        let deletions = deletion_rows(&stored);
+        Steps::record_deletions(&mut tx, &deletions).await?;
+        // Hide what a delete names, in both orders: new payloads named by an
+        // earlier delete, and earlier payloads named by a new delete.
+        let mut named: Vec<&str> = inserted.keys().map(String::as_str).collect();
+        named.extend(deletions.iter().map(|(target, _, _)| *target));
+        let now = crate::clock::now_ms();
+        let hidden = Steps::hide_deleted(&mut tx, &named, now).await?;
+        let forwards: Vec<(&str, &str, i64)> = candidates
+            .iter()
+            .filter(|j| inserted.contains_key(&j.payload.id) && !hidden.contains(&j.payload.id))
+            .flat_map(|j| {
+                j.forward
+                    .iter()
+                    .map(move |(peer, hops)| (peer.as_str(), j.payload.id.as_str(), *hops))
+            })
+            .collect();
+        Steps::queue_forwards(&mut tx, &forwards, now).await?;
+        tx.commit().await?;
+        for &i in &first {
+            let id = &batch[i].payload.id;
+            if inserted.contains_key(id) {
+                outcomes[i] = WriteOutcome::Stored { hidden: hidden.contains(id) };
+            }
+        }
+        Ok(outcomes)
+    })
+}
+
+/// `(rid, name, value)` of every tag with a value, for the tag index.
+fn tag_rows<'p>(
+    stored: &[&'p Payload],
+    rids: &HashMap<String, i64>,
+) -> Vec<(i64, &'p str, &'p str)> {
+    stored
+        .iter()
+        .flat_map(|p| {
+            let rid = rids[&p.id];
+            p.tags.iter().filter_map(move |t| match t.as_slice() {
+                [name, value, ..] => Some((rid, name.as_str(), value.as_str())),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// `(target, author, delete id)` of every `e` tag of the deletes among `stored`.
+fn deletion_rows<'p>(stored: &[&'p Payload]) -> Vec<(&'p str, &'p str, &'p str)> {
+    stored
+        .iter()
+        .flat_map(|p| {
+            p.delete_targets()
+                .map(move |t| (t, p.author.as_str(), p.id.as_str()))
+        })
+        .collect()
+}
+
+/// The steps of a batch's transaction, one implementation per backend from
+/// one body (`impl_steps!`).
+trait Steps: sqlx::Database + Sized {
+    /// The authors among these that the operator blocked.
+    fn blocked_among<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        authors: &'a HashSet<&str>,
+    ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
+
+    /// Insert the payloads not held yet; returns the new ones' `id -> rid`.
+    fn insert_payloads<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        jobs: &'a [&Job],
+    ) -> impl Future<Output = Result<HashMap<String, i64>>> + Send + 'a;
+
+    fn insert_tags<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        rows: &'a [(i64, &str, &str)],
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    fn record_deletions<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        rows: &'a [(&str, &str, &str)],
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+
+    /// Hide those of `ids` that a delete by their own author names; returns them.
+    fn hide_deleted<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        ids: &'a [&str],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
+
+    /// Queue `(peer, payload id, hops)` in the outbox, due now.
+    fn queue_forwards<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        rows: &'a [(&str, &str, i64)],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+}
+
+macro_rules! impl_steps {
+    ($db:ty) => {
+        impl Steps for $db {
+            async fn blocked_among(
+                tx: &mut Transaction<'static, Self>,
+                authors: &HashSet<&str>,
+            ) -> Result<HashSet<String>> {
+                let mut qb = QueryBuilder::new("SELECT author FROM blocked_authors WHERE author IN (");
+                let mut sep = qb.separated(", ");
+                for a in authors {
+                    sep.push_bind(a.to_string());
+                }
+                qb.push(")");
+                let rows = qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?;
+                Ok(rows.into_iter().collect())
+            }
+
+            async fn insert_payloads(
+                tx: &mut Transaction<'static, Self>,
+                jobs: &[&Job],
+            ) -> Result<HashMap<String, i64>> {
+                let mut inserted = HashMap::new();
+                for chunk in jobs.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new(
+                        "INSERT INTO payloads (id, author, seq, created_at, kind, channel, json, received_at, source) ",
+                    );
+                    qb.push_values(chunk, |mut b, j| {
+                        let p = &j.payload;
+                        b.push_bind(p.id.clone())
+                            .push_bind(p.author.clone())
+                            .push_bind(p.seq as i64)
+                            .push_bind(p.created_at as i64)
+                            .push_bind(p.kind.clone())
+                            .push_bind(p.channel.clone())
+                            .push_bind(j.json.to_string())
+                            .push_bind(j.received_at)
+                            .push_bind(j.source.clone());
+                    });
+                    qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id, rid");
+                    inserted.extend(qb.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
+                }
+                Ok(inserted)
+            }
+
+            async fn insert_tags(
+                tx: &mut Transaction<'static, Self>,
+                rows: &[(i64, &str, &str)],
+            ) -> Result<()> {
+                for chunk in rows.chunks(ROWS_PER_INSERT * 3) {
+                    let mut qb = QueryBuilder::new("INSERT INTO payload_tags (rid, name, value) ");
+                    qb.push_values(chunk, |mut b, (rid, name, value)| {
+                        b.push_bind(*rid)
+                            .push_bind(name.to_string())
+                            .push_bind(value.as_bytes().to_vec());
+                    });
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn record_deletions(
+                tx: &mut Transaction<'static, Self>,
+                rows: &[(&str, &str, &str)],
+            ) -> Result<()> {
+                for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new("INSERT INTO deletions (target, author, delete_id) ");
+                    qb.push_values(chunk, |mut b, (target, author, delete_id)| {
+                        b.push_bind(target.to_string())
+                            .push_bind(author.to_string())
+                            .push_bind(delete_id.to_string());
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn hide_deleted(
+                tx: &mut Transaction<'static, Self>,
+                ids: &[&str],
+                now_ms: i64,
+            ) -> Result<HashSet<String>> {
+                let mut hidden = HashSet::new();
+                for chunk in ids.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new("UPDATE payloads SET hidden = TRUE, hidden_at = ");
+                    qb.push_bind(now_ms).push(" WHERE NOT hidden AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.to_string());
+                    }
+                    qb.push(") AND EXISTS (SELECT 1 FROM deletions d WHERE d.target = payloads.id AND d.author = payloads.author) RETURNING id");
+                    hidden.extend(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?);
+                }
+                Ok(hidden)
+            }
+
+            async fn queue_forwards(
+                tx: &mut Transaction<'static, Self>,
+                rows: &[(&str, &str, i64)],
+                now_ms: i64,
+            ) -> Result<()> {
+                for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new(
+                        "INSERT INTO outbox (peer, payload_id, hops, enqueued_at, next_attempt) ",
+                    );
+                    qb.push_values(chunk, |mut b, (peer, id, hops)| {
+                        b.push_bind(peer.to_string())
+                            .push_bind(id.to_string())
+                            .push_bind(*hops)
+                            .push_bind(now_ms)
+                            .push_bind(now_ms);
+                    });
+                    qb.push(" ON CONFLICT (peer, payload_id) DO NOTHING");
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+impl_steps!(sqlx::Sqlite);
+impl_steps!(sqlx::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use meshrelay_protocol::payload::Draft;
+    use meshrelay_protocol::NodeKey;
+
+    use super::*;
+
+    fn payload(key: &NodeKey, seq: u64) -> Payload {
+        let draft = Draft {
+            seq,
+            prev: (seq > 1).then(|| "00".repeat(32)),
+            created_at: 1_700_000_000 + seq,
+            kind: "post".into(),
+            channel: "general".into(),
+            tags: vec![],
+            content: format!("entry {seq}"),
+        };
+        Payload::sign(key, draft)
+    }
+
+    #[test]
+    fn only_the_first_submission_of_an_id_is_a_candidate() {
+        let (a, b) = (NodeKey::generate(), NodeKey::generate());
+        let (p1, p2, q1) = (payload(&a, 1), payload(&a, 2), payload(&b, 1));
+        let batch = [p1.clone(), q1.clone(), p1.clone(), p2.clone(), q1.clone()];
+        let plan = plan(batch.iter());
+        assert_eq!(plan.first, vec![0, 1, 3]);
+        assert_eq!(
+            plan.authors,
+            [p1.author.as_str(), q1.author.as_str()]
+                .into_iter()
+                .collect()
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The single writer: every payload write goes through one task that commits
+//! many payloads per transaction and answers each caller only after the commit,
+//! so "accepted" always means "durable" without paying one fsync per payload.
+
+use std::sync::Arc;
+
+use meshrelay_protocol::Payload;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Error, Result, Store};
+
+mod batch;
+
+/// What happened to one submitted payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Newly stored. `hidden` when a delete stored earlier already names it.
+    Stored { hidden: bool },
+    /// Already held (visible or not); nothing changed.
+    Duplicate,
+    /// Its author is blocked; not stored.
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Most payloads committed in one transaction.
+    pub max_batch: usize,
+    /// Submissions waiting for the writer before callers wait too.
+    pub queue: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1000,
+            queue: 16384,
+        }
+    }
+}
+
+pub(crate) struct Job {
+    pub(crate) payload: Arc<Payload>,
+    pub(crate) json: Arc<str>,
+    pub(crate) source: Option<String>,
+    pub(crate) received_at: i64,
+    /// Peers to forward to (node key, hops), queued in the same transaction.
+    pub(crate) forward: Vec<(String, i64)>,
+    reply: oneshot::Sender<Result<WriteOutcome, Error>>,
+}
+
+/// A clonable handle to the writer task.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Start the writer on a thread of its own. It runs until `WriterTask::close`
+    /// (or until every handle is dropped), and commits what was queued first.
+    ///
+    /// The thread matters: on the shared runtime the writer's many short awaits
+    /// per batch queue behind thousands of CPU-bound signature checks, and the
+    /// whole node then ingests at a third of what the database can commit.
+    pub fn spawn(store: Store, config: WriterConfig) -> (Writer, WriterTask) {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let (done_tx, done_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let max_batch = config.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("meshrelay-writer".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building the writer's runtime");
+                rt.block_on(run(store, rx, stop_rx, max_batch));
+                let _ = done_tx.send(());
+            })
+            .expect("spawning the writer thread");
+        let task = WriterTask {
+            done: done_rx,
+            stop: stop_tx,
+        };
+        (Writer { tx }, task)
+    }
+
+    /// Store one checked payload; returns after the transaction holding it committed.
+    /// `source` is the peer it came from, `None` for a local client.
+    pub async fn write(
+        &self,
+        payload: Arc<Payload>,
+        json: Arc<str>,
+        source: Option<String>,
+        received_at: i64,
+    ) -> Result<WriteOutcome> {
+        self.write_and_forward(payload, json, source, received_at, Vec::new())
+            .await
+    }
+
+    /// Like `write`, also queueing the payload for the given peers (node key,
+    /// hops) in the same transaction when it is newly stored and visible, so a
+    /// crash can never keep a payload while losing its forwards.
+    pub async fn write_and_forward(
+        &self,
+        payload: Arc<Payload>,
+        json: Arc<str>,
+        source: Option<String>,
+        received_at: i64,
+        forward: Vec<(String, i64)>,
+    ) -> Result<WriteOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                payload,
+                json,
+                source,
+                received_at,
+                forward,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::WriterStopped)?;
+        rx.await.map_err(|_| Error::WriterStopped)?
+    }
+}
+
+/// The writer's lifecycle handle, held by whoever owns the node.
+pub struct WriterTask {
+    done: oneshot::Receiver<()>,
+    stop: oneshot::Sender<()>,
+}
+
+impl WriterTask {
+    /// Stop taking new submissions, commit every one already queued, and wait
+    /// until the writer has stopped. Submissions after this answer
+    /// `WriterStopped`; handles still held elsewhere do not keep it running.
+    pub async fn close(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    stop: oneshot::Receiver<()>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    // None once `close` was asked for (or its handle dropped without asking).
+    let mut stop = Some(stop);
+    loop {
+        let received = match stop.as_mut() {
+            Some(signal) => tokio::select! {
+                n = rx.recv_many(&mut batch, max_batch) => n,
+                asked = signal => {
+                    stop = None;
+                    if asked.is_ok() {
+                        // What is queued still commits; nothing new gets in.
+                        rx.close();
+                    }
+                    continue;
+                }
+            },
+            None => rx.recv_many(&mut batch, max_batch).await,
+        };
+        if received == 0 {
+            break;
+        }
+        let started = std::time::Instant::now();
+        let result = batch::commit(&store, &batch).await;
+        tracing::debug!(
+            size = batch.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch committed"
+        );
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, size = batch.len(), "payload batch failed to commit");
+                let cause = error_chain(&e);
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(Error::BatchFailed(cause.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// An error with its causes, one line, for callers that cannot hold the error.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
