@@ -196,10 +196,7 @@ pub async fn retry_deliveries(
     actor: &Actor,
     ids: Option<&[i64]>,
 ) -> AdminResult<u64> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = meshrelay_protocol::clock::now_ms();
     let n = ctx.store.retry_dead(ids, now_ms).await?;
     ctx.federation.wake_all();
     let target = match ids {

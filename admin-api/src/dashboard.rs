@@ -451,10 +451,10 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
                                         @if p.health.delivery_failures > 0 { " · " (p.health.delivery_failures) " failures" }
                                     }
                                     td.actions {
-                                        @if p.status == "pending" || p.status == "key_changed" {
+                                        @if p.status.awaits_operator() {
                                             (action_button(s, &p.node, "approve", "Approve"))
                                         }
-                                        @if p.status == "blocked" {
+                                        @if p.status == meshrelay_store::PeerStatus::Blocked {
                                             (action_button(s, &p.node, "unblock", "Unblock"))
                                         } @else {
                                             (action_button(s, &p.node, "block", "Block"))

@@ -25,7 +25,20 @@ pub mod api;
 mod dashboard;
 pub mod stats;
 
+use api::{ErrorBody, ErrorDetail};
 pub use stats::Sampler;
+
+/// What `/admin/v1` answers, as types: the handlers serialize them and clients
+/// (`meshrelay admin`) deserialize the answers into them, so the two cannot
+/// drift apart. Request bodies are here too, for clients to send.
+pub mod types {
+    pub use crate::api::{
+        AddPeer, AuditLog, AuditView, AuthorBlock, BlockedAuthor, BlockedAuthors, Deliveries,
+        Delivery, ErrorBody, ErrorDetail, Health, HiddenPayload, JobList, JobStarted, JobView,
+        PeerList, PeerView, Retried, RetryRequest,
+    };
+    pub use crate::stats::{DatabaseStats, OutboxStats, PayloadStats, PeerDepth, Rates, Stats};
+}
 
 /// What the node knows only in memory and the admin API shows.
 pub trait Live: Send + Sync {
@@ -192,8 +205,12 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status.unwrap_or(self.code.http_status()))
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body =
-            serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().to_string(),
+                message: self.message,
+            },
+        };
         let mut resp = (status, Json(body)).into_response();
         if self.code == ErrorCode::AuthFailed {
             resp.headers_mut().insert(
@@ -215,12 +232,7 @@ pub struct Actor {
     pub via: &'static str,
 }
 
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use meshrelay_protocol::clock::now_secs as unix_now;
 
 /// A 64-character lowercase hex key or id, as PROTOCOL.md 1 writes them.
 pub(crate) fn is_hex64(s: &str) -> bool {

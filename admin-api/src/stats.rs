@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use meshrelay_federation::Federation;
 use meshrelay_store::{StatsSample, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -134,14 +134,9 @@ impl Sampler {
     }
 }
 
-fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use meshrelay_protocol::clock::now_ms as unix_now_ms;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     pub node: String,
     pub version: String,
@@ -158,14 +153,14 @@ pub struct Stats {
     pub dead_letters: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DatabaseStats {
     /// `sqlite` or `postgres`.
     pub backend: String,
     pub size_bytes: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PayloadStats {
     /// Rows held, hidden ones included.
     pub stored: i64,
@@ -175,7 +170,7 @@ pub struct PayloadStats {
     pub received_last_day: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Rates {
     /// Payloads stored per second over the last `window_secs`.
     pub ingest_per_sec: Option<f64>,
@@ -184,14 +179,14 @@ pub struct Rates {
     pub window_secs: Option<f64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OutboxStats {
     pub pending: i64,
     pub dead: i64,
     pub peers: Vec<PeerDepth>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PeerDepth {
     pub node: String,
     pub pending: i64,

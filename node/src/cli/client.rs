@@ -184,9 +184,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
             _ => bail!("{relay}: {}", describe_error(resp).await),
         }
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = meshrelay_protocol::clock::now_wire_secs();
     let payload = Payload::sign(
         &key,
         Draft {
