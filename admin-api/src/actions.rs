@@ -217,6 +217,11 @@ pub async fn retry_deliveries(
     Ok(n)
 }
 
+/// An operator started a sync (with one peer's URL, or `peers` for all).
+pub async fn record_sync(ctx: &AdminContext, actor: &Actor, target: &str) -> AdminResult<()> {
+    audit(ctx, actor, "sync", &format!("sync:{target}"), None).await
+}
+
 pub async fn run_job(ctx: &AdminContext, actor: &Actor, name: &str) -> AdminResult<()> {
     use meshrelay_scheduler::Error;
     match ctx.scheduler.trigger(name) {

@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 mod actions;
 pub mod api;
 mod dashboard;
+pub mod layers;
 pub mod stats;
 
 use api::{ErrorBody, ErrorDetail};
@@ -55,6 +56,8 @@ pub struct AdminContext {
     pub federation: Arc<Federation>,
     pub scheduler: Arc<Scheduler>,
     pub live: Arc<dyn Live>,
+    /// How the node stores what an operator's sync fetches.
+    pub ingest: Arc<dyn meshrelay_federation::Ingest>,
     /// This node's key (hex) and public URL, for the dashboard's header.
     pub node: String,
     pub public_url: String,
@@ -74,6 +77,7 @@ impl AdminContext {
         federation: Arc<Federation>,
         scheduler: Arc<Scheduler>,
         live: Arc<dyn Live>,
+        ingest: Arc<dyn meshrelay_federation::Ingest>,
         node: String,
         public_url: String,
         token: &str,
@@ -84,6 +88,7 @@ impl AdminContext {
             federation,
             scheduler,
             live,
+            ingest,
             node,
             public_url,
             started_at: unix_now(),
@@ -110,7 +115,10 @@ impl AdminContext {
 
 /// The admin listener's whole router: `/admin/v1/...` and the dashboard.
 pub fn router(ctx: AdminContext) -> axum::Router {
-    api::router(ctx.clone()).merge(dashboard::router(ctx))
+    layers::traced(
+        api::router(ctx.clone()).merge(dashboard::router(ctx)),
+        "admin",
+    )
 }
 
 /// Serve the admin router on `listener` until `shutdown` fires.

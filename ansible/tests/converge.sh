@@ -46,7 +46,7 @@ stat -c '%A %U:%G %n' "$root/usr/local/bin/meshrelay" "$root/etc/meshrelay" \
 echo "--- systemd-analyze verify of the installed units"
 mkdir -p "$root/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
-systemd-analyze verify --root="$root" meshrelay.service meshrelay-sync.service meshrelay-sync.timer
+systemd-analyze verify --root="$root" meshrelay.service
 rm -rf "$root/usr/lib/systemd"
 
 echo "--- a node from the installed settings, as the meshrelay user"

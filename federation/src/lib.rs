@@ -58,10 +58,17 @@ pub struct Config {
     pub retry_min_secs: u64,
     pub retry_max_secs: u64,
     pub max_delivery_age_secs: u64,
-    /// Most payloads one sync session may cover (PROTOCOL.md 5.5).
-    pub sync_max_items: usize,
+    pub sync: SyncConfig,
+}
+
+/// Anti-entropy sync's settings (PROTOCOL.md 5.5).
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
     /// How far back the scheduled sync reconciles.
-    pub sync_window_days: u32,
+    pub window_days: u32,
+    /// Most payloads one sync session may cover, on either side; a larger
+    /// window is refused (413) or split.
+    pub max_items: usize,
 }
 
 pub struct Federation {
@@ -97,7 +104,7 @@ impl Federation {
         let outbound = Outbound::new(key, config.allow_private_peers);
         Arc::new(Self {
             client: PeerClient::new(outbound),
-            sync: sync::Responder::new(config.sync_max_items),
+            sync: sync::Responder::new(config.sync.max_items),
             config,
             store,
             verifier: Verifier::default(),

@@ -92,9 +92,11 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
             retry_min_secs: 1,
             retry_max_secs: 2,
             max_delivery_age_secs: 60,
-            sync_max_items: 1_000_000,
             allow_private_peers: true,
-            sync_window_days: 7,
+            sync: meshrelay_federation::SyncConfig {
+                window_days: 7,
+                max_items: 1_000_000,
+            },
         },
         store,
         Arc::new(NodeKey::generate()),

@@ -58,11 +58,11 @@ impl Application {
             &token_path,
         )?;
         if !settings.public_url_explicit {
-            settings.public_url = format!("http://{}", listener.local_addr()?);
+            settings.federation.public_url = format!("http://{}", listener.local_addr()?);
         }
         let shutdown = CancellationToken::new();
         let federation = meshrelay_federation::Federation::new(
-            settings.federation_config(),
+            settings.federation.clone(),
             store.clone(),
             node_key.clone(),
             shutdown.clone(),
@@ -76,8 +76,8 @@ impl Application {
         };
         let metrics = Arc::new(Metrics::new(federation.metrics()));
         let limits = Arc::new(crate::limits::RateLimits::new(
-            settings.publish_rate,
-            settings.publish_burst,
+            settings.limits.publish_rate,
+            settings.limits.publish_burst,
         ));
         let state = AppState {
             limits,
@@ -103,8 +103,9 @@ impl Application {
             state.federation.clone(),
             scheduler.clone(),
             Arc::new(NodeLive(state.metrics.clone())),
+            Arc::new(crate::ingest::PeerIngest(state.clone())),
             state.node_hex(),
-            state.settings.public_url.clone(),
+            state.settings.public_url().to_string(),
             &admin_token,
         );
         Ok(Self {
@@ -156,12 +157,12 @@ impl Application {
         let state = self.state;
         let scheduler_task = self
             .scheduler
-            .start_except(&state.settings.disabled_jobs, shutdown.clone());
+            .start_except(&state.settings.jobs.disabled_jobs, shutdown.clone());
         tracing::info!(
             listen = %self.listener.local_addr()?,
             admin_listen = %admin_addr,
             node = %state.node_hex(),
-            public_url = %state.settings.public_url,
+            public_url = %state.settings.public_url(),
             database = ?state.store.backend(),
             "meshrelay node serving"
         );

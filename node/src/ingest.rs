@@ -63,7 +63,7 @@ pub async fn ingest(
 /// Fields, id and signature, with author keys decoded through the node's cache.
 pub fn check(state: &AppState, text: &str) -> Result<Payload, ProtocolError> {
     let now = meshrelay_protocol::clock::now_wire_secs();
-    Payload::from_json_with_keys(text, &state.settings.limits, now, |hex| {
+    Payload::from_json_with_keys(text, &state.settings.limits.payload, now, |hex| {
         decode_key_cached(state, hex)
     })
 }

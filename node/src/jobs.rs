@@ -23,12 +23,16 @@ pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "node".into());
     let instance = format!("{host}:{}", std::process::id());
-    let mut scheduler = Scheduler::new(store.clone(), instance, i64::from(settings.job_history));
+    let mut scheduler = Scheduler::new(
+        store.clone(),
+        instance,
+        i64::from(settings.jobs.job_history),
+    );
 
     let (store_p, retention, grace) = (
         store.clone(),
-        settings.retention_days,
-        settings.deleted_grace_days,
+        settings.jobs.retention_days,
+        settings.jobs.deleted_grace_days,
     );
     let prune: meshrelay_scheduler::JobFn = Arc::new(move || {
         let store = store_p.clone();
@@ -68,18 +72,23 @@ pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
         let ingest = ingest.clone();
         async move { ingest.0.federation.sync_all(ingest.as_ref()).await }.boxed()
     });
-    scheduler.add("poll", "poll_schedule", &settings.poll_schedule, poll)?;
-    scheduler.add("sync", "sync_schedule", &settings.sync_schedule, sync)?;
-    scheduler.add("prune", "prune_schedule", &settings.prune_schedule, prune)?;
+    scheduler.add("poll", "poll_schedule", &settings.jobs.poll_schedule, poll)?;
+    scheduler.add("sync", "sync_schedule", &settings.jobs.sync_schedule, sync)?;
+    scheduler.add(
+        "prune",
+        "prune_schedule",
+        &settings.jobs.prune_schedule,
+        prune,
+    )?;
     scheduler.add(
         "optimize",
         "optimize_schedule",
-        &settings.optimize_schedule,
+        &settings.jobs.optimize_schedule,
         optimize,
     )?;
 
     let known = scheduler.job_names();
-    for name in &settings.disabled_jobs {
+    for name in &settings.jobs.disabled_jobs {
         if !known.contains(name) {
             bail!(
                 "setting disabled_jobs: unknown job {name:?} (jobs: {})",

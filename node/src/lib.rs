@@ -13,7 +13,6 @@ pub mod metrics;
 pub mod node_key;
 pub mod settings;
 pub mod state;
-pub mod ws;
 
 pub use app::Application;
 pub use settings::Settings;

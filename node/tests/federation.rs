@@ -453,11 +453,12 @@ async fn publish_many(node: &Node, n: u64, tag: &str) {
     }
 }
 
-/// `meshrelay sync` as the node in `dir`, one JSON report per peer.
-async fn sync_cli(dir: &std::path::Path, peer: &str) -> Value {
+/// `meshrelay sync` run where the node in `dir` runs (its data_dir, so its
+/// admin token), asking it through its admin listener; one JSON report per peer.
+async fn sync_cli(dir: &std::path::Path, admin: &str, peer: &str) -> Value {
     let out = command(dir)
         .args(["sync", "--peer", peer, "--json"])
-        .env("MESHRELAY_ALLOW_PRIVATE_PEERS", "true")
+        .env("MESHRELAY_ADMIN_LISTEN", admin)
         .output()
         .await
         .unwrap();
@@ -479,6 +480,8 @@ async fn partitioned_processes_converge_with_one_meshrelay_sync() {
     let a_url = a.base.clone();
     let mut with_seed = lossy.clone();
     with_seed.push(("MESHRELAY_SEED_PEERS", &a_url));
+    let b_admin = format!("127.0.0.1:{}", free_port());
+    with_seed.push(("MESHRELAY_ADMIN_LISTEN", &b_admin));
     let b = Node::start(db.path(), &with_seed).await;
     let pb = b.port;
     eventually("B to join A", 20, async || {
@@ -505,8 +508,19 @@ async fn partitioned_processes_converge_with_one_meshrelay_sync() {
     .await;
     let a = Node::start_on(da.path(), pa, &lossy).await;
 
-    // One sync run from B's side, while B serves.
-    let r = sync_cli(db.path(), &a.base).await;
+    // One sync run from B's side, asked of B while it serves: B's live
+    // subscriber sees what B fetches.
+    let mut live_on_b = subscriber(&b).await;
+    let r = sync_cli(db.path(), &b_admin, &a.base).await;
+    let live: std::collections::HashSet<String> = received_at_least(&mut live_on_b, 1000, 10_000)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(
+        live.len(),
+        1000,
+        "B's subscriber got each fetched payload once"
+    );
     assert_eq!(
         (
             &r["have"],
@@ -530,7 +544,7 @@ async fn partitioned_processes_converge_with_one_meshrelay_sync() {
         "A was offered a payload twice"
     );
     // Both hold the same 2,000: a second run finds no difference either way.
-    let again = sync_cli(db.path(), &a.base).await;
+    let again = sync_cli(db.path(), &b_admin, &a.base).await;
     assert_eq!(
         (&again["have"], &again["need"]),
         (&json!(0), &json!(0)),

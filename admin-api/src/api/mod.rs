@@ -32,6 +32,7 @@ mod jobs;
 mod payloads;
 mod peers;
 mod stats;
+pub mod sync;
 
 pub use audit::{audit_views, AuditLog, AuditQuery, AuditView};
 pub use authors::{AuthorBlock, BlockedAuthor, BlockedAuthors};
@@ -80,6 +81,7 @@ pub fn router(ctx: AdminContext) -> axum::Router {
         .routes(routes!(deliveries::retry_deliveries))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::run_job))
+        .routes(routes!(sync::run_sync))
         .routes(routes!(audit::audit_log))
         .split_for_parts();
     router

@@ -170,7 +170,7 @@ impl Run<'_> {
         let (mut have, mut need) = (Vec::new(), Vec::new());
         let mut windows = vec![(since, until)];
         let filter_json = serde_json::to_value(filter).expect("serializes");
-        let cap = self.fed.config.sync_max_items;
+        let cap = self.fed.config.sync.max_items;
         while let Some((s, u)) = windows.pop() {
             let (ls, lu) = window(filter, s, u);
             let rows = if ls > lu {
@@ -424,7 +424,7 @@ impl Federation {
     /// The sync window ending now: the last `sync_window_days`.
     pub fn default_sync_window(&self) -> (u64, u64) {
         let now = meshrelay_protocol::clock::now_wire_secs();
-        let days = u64::from(self.config.sync_window_days);
+        let days = u64::from(self.config.sync.window_days);
         (now.saturating_sub(days * 86_400), now)
     }
 
@@ -461,7 +461,8 @@ impl Federation {
             .await
             .map_err(|e| anyhow!("fetching {url}'s node document: {e}"))?;
         if let Some(known) = self.store.peer(&doc.doc.node).await? {
-            if !known.status.is_sync_target() {
+            // An operator may sync by hand with a peer it cannot deliver to.
+            if !known.status.accepts_inbox() {
                 bail!(
                     "{url} is a {} peer here; sync needs an active one",
                     known.status

@@ -311,7 +311,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
         let msg = msg?;
         let Message::Text(text) = msg else {
             if let Message::Close(frame) = msg {
-                bail!("the relay closed the connection: {frame:?}");
+                bail!("{}", describe_close(frame.as_ref()));
             }
             continue;
         };
@@ -331,4 +331,55 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = ws.close(None).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A WebSocket close in words: who closed, the code's meaning, the reason.
+fn describe_close(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let Some(frame) = frame else {
+        return "the relay closed the connection without saying why".to_string();
+    };
+    let meaning = match frame.code {
+        CloseCode::Normal => "normal closure",
+        CloseCode::Away => "the relay is shutting down or restarting",
+        CloseCode::Policy => "policy violation",
+        CloseCode::Size => "a message was too large",
+        CloseCode::Error => "the relay failed",
+        CloseCode::Again => "the relay is overloaded; try again later",
+        _ => "closed",
+    };
+    let code = u16::from(frame.code);
+    match frame.reason.as_str() {
+        "" => format!("the relay closed the connection: {meaning} (code {code})"),
+        reason => format!("the relay closed the connection: {reason} ({meaning}, code {code})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    use super::describe_close;
+
+    #[test]
+    fn a_close_is_told_in_words() {
+        let slow = CloseFrame {
+            code: CloseCode::Policy,
+            reason: "slow consumer".into(),
+        };
+        assert_eq!(
+            describe_close(Some(&slow)),
+            "the relay closed the connection: slow consumer (policy violation, code 1008)"
+        );
+        let away = CloseFrame {
+            code: CloseCode::Away,
+            reason: "".into(),
+        };
+        assert_eq!(
+            describe_close(Some(&away)),
+            "the relay closed the connection: the relay is shutting down or restarting (code 1001)"
+        );
+        assert!(describe_close(None).contains("without saying why"));
+    }
 }

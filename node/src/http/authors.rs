@@ -76,7 +76,7 @@ pub async fn log(
     let limit = params
         .limit
         .unwrap_or(100)
-        .clamp(1, state.settings.max_limit);
+        .clamp(1, state.settings.limits.max_limit);
     let page = state.store.author_log(&key, after, limit).await?;
     Ok(Json(LogResponse {
         author: key,

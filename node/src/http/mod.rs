@@ -19,6 +19,7 @@ pub mod federation;
 pub mod ops;
 pub mod payloads;
 pub mod schema;
+pub mod ws;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,7 +40,7 @@ pub fn max_body_bytes(max_content_bytes: usize) -> usize {
 
 /// The router and the OpenAPI document describing it.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let body_limit = max_body_bytes(state.settings.limits.max_content_bytes);
+    let body_limit = max_body_bytes(state.settings.limits.payload.max_content_bytes);
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(payloads::publish, payloads::query))
         .routes(routes!(payloads::get_one))
@@ -50,7 +51,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::node_document))
-        .routes(routes!(crate::ws::upgrade))
+        .routes(routes!(crate::http::ws::upgrade))
         .routes(routes!(federation::peers))
         .split_for_parts();
     // Federation POSTs carry at most 1 MiB (PROTOCOL.md 5.4).
@@ -82,7 +83,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             ApiError::new(meshrelay_protocol::ErrorCode::Internal, "internal error").into_response()
         }))
         .with_state(state);
-    (router, api)
+    (meshrelay_admin_api::layers::traced(router, "public"), api)
 }
 
 async fn not_found() -> ApiError {

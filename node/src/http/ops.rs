@@ -17,12 +17,12 @@ use crate::state::AppState;
 pub fn limits_json(state: &AppState) -> Value {
     let s = &state.settings;
     json!({
-        "max_content_bytes": s.limits.max_content_bytes,
-        "max_future_skew": s.limits.max_future_skew,
-        "max_limit": s.max_limit,
-        "max_subscriptions": s.max_subscriptions,
-        "max_filters": s.max_filters,
-        "max_message_bytes": crate::http::max_body_bytes(s.limits.max_content_bytes),
+        "max_content_bytes": s.limits.payload.max_content_bytes,
+        "max_future_skew": s.limits.payload.max_future_skew,
+        "max_limit": s.limits.max_limit,
+        "max_subscriptions": s.limits.max_subscriptions,
+        "max_filters": s.limits.max_filters,
+        "max_message_bytes": crate::http::max_body_bytes(s.limits.payload.max_content_bytes),
     })
 }
 
@@ -32,14 +32,14 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
     let s = &state.settings;
     Json(json!({
         "node": state.node_hex(),
-        "url": s.public_url,
+        "url": s.public_url(),
         "software": {"name": SOFTWARE_NAME, "version": SOFTWARE_VERSION},
         "protocol": 1,
         "limits": limits_json(&state),
         "federation": {
-            "subscribe": s.subscribe,
-            "max_hops": s.max_hops,
-            "require_peer_approval": s.require_peer_approval,
+            "subscribe": s.federation.own_subscribe,
+            "max_hops": s.federation.max_hops,
+            "require_peer_approval": s.federation.require_peer_approval,
         },
     }))
 }
@@ -87,7 +87,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// Build and sign this node's document (PROTOCOL.md 5.1) as of now.
 pub fn signed_node_document(state: &AppState) -> SignedNodeDoc {
-    let url = state.settings.public_url.clone();
+    let url = state.settings.public_url().to_string();
     NodeDoc {
         node: state.node_hex(),
         inbox: format!("{url}/v1/federation/inbox"),
@@ -96,7 +96,7 @@ pub fn signed_node_document(state: &AppState) -> SignedNodeDoc {
             name: SOFTWARE_NAME.into(),
             version: SOFTWARE_VERSION.into(),
         },
-        subscribe: state.settings.subscribe.clone(),
+        subscribe: state.settings.federation.own_subscribe.clone(),
         issued_at: meshrelay_protocol::clock::now_wire_secs(),
     }
     .sign(&state.node_key)

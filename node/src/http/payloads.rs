@@ -116,7 +116,7 @@ pub async fn query(
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult<Json<QueryResponse>> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let q = parse_query(&params, state.settings.max_limit)?;
+    let q = parse_query(&params, state.settings.limits.max_limit)?;
     if q.limit == 0 {
         return Ok(Json(QueryResponse {
             payloads: vec![],

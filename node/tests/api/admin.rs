@@ -16,6 +16,7 @@ fn routes() -> Vec<(&'static str, String, &'static str)> {
     let key = "ab".repeat(32);
     vec![
         ("GET", "/admin/v1/stats".into(), "/admin/v1/stats"),
+        ("POST", "/admin/v1/sync".into(), "/admin/v1/sync"),
         ("GET", "/admin/v1/peers".into(), "/admin/v1/peers"),
         ("POST", "/admin/v1/peers".into(), "/admin/v1/peers"),
         (

@@ -476,3 +476,30 @@ async fn publishing_faster_than_the_limit_is_refused_with_429_and_retry_after() 
     assert_eq!(refused.len(), 1, "{answers:?}");
     assert_eq!(refused[0]["code"], "rate_limited");
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_on_both_listeners() {
+    let app = spawn_app().await;
+    for base in [&app.base, &app.admin] {
+        let made = app
+            .client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        let id = made.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(
+            id.len(),
+            36,
+            "a UUID is made when the request has none: {id}"
+        );
+        let given = app
+            .client
+            .get(format!("{base}/admin/v1/stats"))
+            .header("x-request-id", "trace-me-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+    }
+}

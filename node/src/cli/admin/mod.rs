@@ -28,8 +28,9 @@ use crate::settings::Settings;
 
 mod print;
 
+/// How a command finds the running node's admin API.
 #[derive(Debug, Args)]
-pub struct AdminArgs {
+pub struct NodeConnection {
     /// The node's settings, to find its admin address and token.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
@@ -41,6 +42,12 @@ pub struct AdminArgs {
     /// sets too, else `data_dir/admin.token`).
     #[arg(long, global = true)]
     token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    node: NodeConnection,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -131,10 +138,12 @@ enum JobsCommand {
     Run { name: String },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Where `base` came from, for an error that says how to point elsewhere.
+    found: String,
 }
 
 impl Client {
@@ -159,45 +168,103 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
+    /// POST a JSON body and return the answer unread (a stream), once its
+    /// status says it succeeded.
+    pub(crate) async fn stream(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<reqwest::Response> {
+        let resp = self
+            .reach(self.request(Method::POST, path).json(body))
+            .await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(error_answer(status, &text))
+    }
+
+    async fn reach(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        req.send().await.with_context(|| {
+            format!(
+                "reaching the admin API at {} ({}); is the node running there? \
+                 Point at it with --config <the node's config file>, \
+                 MESHRELAY_ADMIN_LISTEN, or --url",
+                self.base, self.found
+            )
+        })
+    }
+
     /// Send, and turn an error answer (`{"error": {"code", "message"}}`) into
     /// `<status> <code>: <message>`.
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<String> {
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("reaching the admin API at {}", self.base))?;
+        let resp = self.reach(req).await?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(ErrorBody { error }) => (error.code, error.message),
-                Err(_) => ("error".to_string(), String::new()),
-            };
-            anyhow::bail!("{} {code}: {message}", status.as_u16());
+            return Err(error_answer(status, &text));
         }
         Ok(text)
     }
 }
 
-fn client(args: &AdminArgs) -> anyhow::Result<Client> {
+/// `<status> <code>: <message>` of an error answer (`{"error": {"code", "message"}}`).
+fn error_answer(status: reqwest::StatusCode, text: &str) -> anyhow::Error {
+    let (code, message) = match serde_json::from_str::<ErrorBody>(text) {
+        Ok(ErrorBody { error }) => (error.code, error.message),
+        Err(_) => ("error".to_string(), String::new()),
+    };
+    anyhow::anyhow!("{} {code}: {message}", status.as_u16())
+}
+
+/// Which settings `meshrelay admin` read, in words: the config file (or
+/// none) and the `MESHRELAY_*` variables that were set.
+fn settings_read(args: &NodeConnection) -> String {
+    let file = match &args.config {
+        Some(f) => format!("config file {}", f.display()),
+        None => "no config file".to_string(),
+    };
+    let mut vars: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("MESHRELAY_"))
+        .collect();
+    vars.sort();
+    match vars.is_empty() {
+        true => format!("{file}, no MESHRELAY_* variables"),
+        false => format!("{file}, variables {}", vars.join(" ")),
+    }
+}
+
+pub(crate) fn client(args: &NodeConnection) -> anyhow::Result<Client> {
     let settings = Settings::load(args.config.as_deref())?;
-    let base = match &args.admin_url {
-        Some(u) => u.trim_end_matches('/').to_string(),
+    let read = settings_read(args);
+    let (base, found) = match &args.admin_url {
+        Some(u) => (
+            u.trim_end_matches('/').to_string(),
+            "from --url".to_string(),
+        ),
         None => {
             let addr = settings.admin_listen.replace("0.0.0.0:", "127.0.0.1:");
             let addr = addr.replace("[::]:", "[::1]:");
-            format!("http://{addr}")
+            let found = format!("admin_listen = {} from {read}", settings.admin_listen);
+            (format!("http://{addr}"), found)
         }
     };
     let token = match (&args.token, &settings.admin_token) {
         (Some(t), _) | (None, Some(t)) => t.clone(),
         (None, None) => {
             let path = settings.data_dir.join("admin.token");
+            let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
             std::fs::read_to_string(&path)
                 .with_context(|| {
                     format!(
-                        "reading the admin token from {} (or give --token, or --config for the node's settings)",
-                        path.display()
+                        "reading the admin token from {} (data_dir = {} from {read}); \
+                         give --token, or --config with the node's config file, or run \
+                         where the node's data_dir is",
+                        shown.display(),
+                        settings.data_dir.display()
                     )
                 })?
                 .trim()
@@ -208,11 +275,12 @@ fn client(args: &AdminArgs) -> anyhow::Result<Client> {
         http: reqwest::Client::new(),
         base,
         token,
+        found,
     })
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let c = client(&args)?;
+    let c = client(&args.node)?;
     match run_command(&c, &args).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

@@ -35,7 +35,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
     responses((status = 101, description = "Switching to the meshrelay WebSocket protocol"))
 )]
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    let max = crate::http::max_body_bytes(state.settings.limits.max_content_bytes);
+    let max = super::max_body_bytes(state.settings.limits.payload.max_content_bytes);
     let tracker = state.ws_tasks.clone();
     // tungstenite allocates its whole read buffer per connection up front (128
     // KiB by default): most of an idle connection's memory. 4 KiB grows on
@@ -56,7 +56,7 @@ async fn connection(socket: WebSocket, state: AppState) {
     let hello = out::hello(
         &state.node_hex(),
         &challenge,
-        &crate::http::ops::limits_json(&state),
+        &super::ops::limits_json(&state),
     );
     let _ = tx.try_send(Message::text(hello));
     let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), state.shutdown.clone()));
@@ -271,21 +271,21 @@ impl Session {
     async fn subscribe(&self, sub: String, filters: Vec<Filter>) {
         let settings = &self.state.settings;
         if !self.conn.has_subscription(&sub)
-            && self.conn.subscription_count() >= settings.max_subscriptions
+            && self.conn.subscription_count() >= settings.limits.max_subscriptions
         {
             let err = ProtocolError::new(
                 ErrorCode::TooManySubscriptions,
                 format!(
                     "at most {} subscriptions per connection",
-                    settings.max_subscriptions
+                    settings.limits.max_subscriptions
                 ),
             );
             return self.send_error(err, Some(&sub)).await;
         }
-        if filters.len() > settings.max_filters {
+        if filters.len() > settings.limits.max_filters {
             let err = ProtocolError::bad_request(format!(
                 "at most {} filters per subscription",
-                settings.max_filters
+                settings.limits.max_filters
             ));
             return self.send_error(err, Some(&sub)).await;
         }
@@ -295,7 +295,10 @@ impl Session {
         // Stored matches, newest first, each filter up to its own limit.
         let mut rows = Vec::new();
         for f in &filters {
-            let limit = f.limit.unwrap_or(100).min(u64::from(settings.max_limit)) as u32;
+            let limit = f
+                .limit
+                .unwrap_or(100)
+                .min(u64::from(settings.limits.max_limit)) as u32;
             if limit == 0 {
                 continue;
             }

@@ -1,0 +1,660 @@
+//! Settings (PROTOCOL.md 8): embedded defaults, then an optional TOML file, then
+//! `MESHRELAY_<NAME>` variables, the variable winning. Bad values stop start-up
+//! with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use meshrelay_protocol::node_doc::Subscribe;
+use meshrelay_protocol::Limits;
+use serde::{Deserialize, Serialize};
+
+/// A list written either as a TOML array or as one comma-separated string
+/// (the only form an environment variable has).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ListSetting {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl ListSetting {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            ListSetting::List(v) => v,
+            ListSetting::Text(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
+}
+
+mod keys;
+
+/// `log_format`: how log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The settings as PROTOCOL.md 8 names them: flat keys, the same in the TOML
+/// file and as `MESHRELAY_<NAME>` variables. Every default lives here, in
+/// `Default`; `Settings::resolve` turns this into sections.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Raw {
+    listen: String,
+    admin_listen: String,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    admin_token: Option<String>,
+    log_format: LogFormat,
+    blob_store: String,
+    // federation
+    seed_peers: Option<ListSetting>,
+    subscribe: String,
+    require_peer_approval: bool,
+    allow_private_peers: bool,
+    max_hops: u32,
+    retry_min_secs: u64,
+    retry_max_secs: u64,
+    max_delivery_age_secs: u64,
+    // sync
+    sync_window_days: u32,
+    sync_max_items: usize,
+    // limits
+    max_content_bytes: usize,
+    max_future_skew: u64,
+    max_limit: u32,
+    max_subscriptions: usize,
+    max_filters: usize,
+    publish_rate: u32,
+    publish_burst: u32,
+    // jobs
+    poll_schedule: String,
+    sync_schedule: String,
+    prune_schedule: String,
+    optimize_schedule: String,
+    retention_days: u32,
+    deleted_grace_days: u32,
+    job_history: u32,
+    disabled_jobs: Option<ListSetting>,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:7700".into(),
+            admin_listen: "127.0.0.1:7701".into(),
+            data_dir: "./data".into(),
+            database_url: None,
+            public_url: None,
+            admin_token: None,
+            log_format: LogFormat::Text,
+            blob_store: "fs".into(),
+            seed_peers: None,
+            subscribe: "all".into(),
+            require_peer_approval: false,
+            allow_private_peers: false,
+            max_hops: 4,
+            retry_min_secs: 10,
+            retry_max_secs: 3600,
+            max_delivery_age_secs: 259_200,
+            sync_window_days: 7,
+            sync_max_items: 1_000_000,
+            max_content_bytes: 65_536,
+            max_future_skew: 600,
+            max_limit: 500,
+            max_subscriptions: 32,
+            max_filters: 10,
+            publish_rate: 50,
+            publish_burst: 100,
+            poll_schedule: "0 */15 * * * *".into(),
+            sync_schedule: "0 0 * * * *".into(),
+            prune_schedule: "0 30 3 * * *".into(),
+            optimize_schedule: "0 0 4 * * *".into(),
+            retention_days: 0,
+            deleted_grace_days: 7,
+            job_history: 50,
+            disabled_jobs: None,
+        }
+    }
+}
+
+impl Raw {
+    /// Every setting's name, from the defaults themselves (so it cannot drift).
+    fn names() -> Vec<&'static str> {
+        static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        NAMES
+            .get_or_init(|| match serde_json::to_value(Raw::default()) {
+                Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+                _ => unreachable!("the settings serialize as a map"),
+            })
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// The node's resolved settings, in sections.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub admin_listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    /// False when `public_url` was derived from `listen`, so it can follow the
+    /// port actually bound when `listen` asks for port 0.
+    pub public_url_explicit: bool,
+    pub admin_token: Option<String>,
+    pub log_format: LogFormat,
+    pub blob_store: String,
+    /// Peers, forwarding, polling and sync (`public_url` lives here: it is
+    /// what peers reach and what signatures are checked against).
+    pub federation: meshrelay_federation::Config,
+    pub limits: ClientLimits,
+    pub jobs: Jobs,
+    /// What loading noticed but did not refuse (unknown `MESHRELAY_*`
+    /// variables), logged once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+/// What one client may ask of the node.
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// The payload checks' limits (content size, clock skew).
+    pub payload: Limits,
+    /// Most stored results one filter returns (`limit` is clamped to it).
+    pub max_limit: u32,
+    /// Live subscriptions one WebSocket connection may hold.
+    pub max_subscriptions: usize,
+    /// Filters one subscription may carry.
+    pub max_filters: usize,
+    /// Sustained publishes per second allowed per WebSocket connection and per
+    /// client address over HTTP; 0 turns the limit off.
+    pub publish_rate: u32,
+    /// Publishes allowed in a burst above the sustained rate.
+    pub publish_burst: u32,
+}
+
+/// The scheduled jobs' settings.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    pub poll_schedule: String,
+    pub sync_schedule: String,
+    pub prune_schedule: String,
+    /// When the `optimize` job refreshes the database's planner statistics.
+    pub optimize_schedule: String,
+    /// Payloads created longer ago than this are pruned; None keeps everything.
+    pub retention_days: Option<u32>,
+    /// How long a deleted (or operator-removed) payload is kept hidden before
+    /// `prune` purges it.
+    pub deleted_grace_days: u32,
+    /// Runs kept in the history of each job.
+    pub job_history: u32,
+    /// Jobs that are registered but never scheduled (they still run on demand).
+    pub disabled_jobs: Vec<String>,
+}
+
+impl Settings {
+    /// Load from the embedded defaults, `file` when given, and the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like `load`, with the variables given explicitly (tests build nodes this way).
+    pub fn load_from(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let names = Raw::names();
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            let source = config::File::from(path).format(config::FileFormat::Toml);
+            let keys = config::Config::builder()
+                .add_source(source.clone())
+                .build()
+                .with_context(|| format!("reading config file {}", path.display()))?
+                .try_deserialize::<config::Map<String, config::Value>>()?;
+            if let Some(bad) = keys.keys().find(|k| !names.contains(&k.as_str())) {
+                bail!("{}", keys::unknown_key(bad, &names));
+            }
+            builder = builder.add_source(source.required(true));
+        }
+        let mut warnings = Vec::new();
+        let mut env = config::Map::new();
+        for (k, v) in vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("MESHRELAY_"))
+        {
+            let name = k["MESHRELAY_".len()..].to_ascii_lowercase();
+            if names.contains(&name.as_str()) {
+                env.insert(k, v);
+            } else {
+                warnings.extend(keys::unknown_variable(&k, &names));
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("MESHRELAY")
+                .prefix_separator("_")
+                .source(Some(env)),
+        );
+        let raw: Raw = builder
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        let mut settings = Self::resolve(raw)?;
+        settings.warnings = warnings;
+        Ok(settings)
+    }
+
+    fn resolve(raw: Raw) -> anyhow::Result<Self> {
+        for (name, value) in [("listen", &raw.listen), ("admin_listen", &raw.admin_listen)] {
+            value.parse::<SocketAddr>().with_context(|| {
+                format!("setting {name}: {value:?} is not an address like 0.0.0.0:7700")
+            })?;
+        }
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", raw.data_dir.join("meshrelay.db").display()));
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            bail!(
+                "setting database_url: {database_url:?} is neither sqlite://... nor postgres://..."
+            );
+        }
+        let public_url_explicit = raw.public_url.is_some();
+        let public_url = raw
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", raw.listen))
+            .trim_end_matches('/')
+            .to_string();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("setting public_url: {public_url:?} must start with http:// or https://");
+        }
+        let jobs = Jobs {
+            poll_schedule: raw.poll_schedule,
+            sync_schedule: raw.sync_schedule,
+            prune_schedule: raw.prune_schedule,
+            optimize_schedule: raw.optimize_schedule,
+            retention_days: (raw.retention_days > 0).then_some(raw.retention_days),
+            deleted_grace_days: raw.deleted_grace_days,
+            job_history: raw.job_history.max(1),
+            disabled_jobs: raw
+                .disabled_jobs
+                .map(ListSetting::into_vec)
+                .unwrap_or_default(),
+        };
+        for (name, value) in [
+            ("poll_schedule", &jobs.poll_schedule),
+            ("sync_schedule", &jobs.sync_schedule),
+            ("prune_schedule", &jobs.prune_schedule),
+            ("optimize_schedule", &jobs.optimize_schedule),
+        ] {
+            meshrelay_scheduler::parse_schedule(name, value)?;
+        }
+        if raw.max_limit == 0 {
+            bail!("setting max_limit: must be at least 1");
+        }
+        if raw.retry_min_secs == 0 || raw.retry_min_secs > raw.retry_max_secs {
+            bail!("settings retry_min_secs and retry_max_secs: need 0 < min <= max");
+        }
+        let federation = meshrelay_federation::Config {
+            public_url,
+            own_subscribe: Subscribe::from_setting(&raw.subscribe)
+                .map_err(|e| anyhow::anyhow!("setting subscribe: {}", e.message))?,
+            seed_peers: raw
+                .seed_peers
+                .map(ListSetting::into_vec)
+                .unwrap_or_default(),
+            require_peer_approval: raw.require_peer_approval,
+            allow_private_peers: raw.allow_private_peers,
+            max_hops: raw.max_hops,
+            retry_min_secs: raw.retry_min_secs,
+            retry_max_secs: raw.retry_max_secs,
+            max_delivery_age_secs: raw.max_delivery_age_secs,
+            sync: meshrelay_federation::SyncConfig {
+                window_days: raw.sync_window_days,
+                max_items: raw.sync_max_items.max(1),
+            },
+        };
+        let limits = ClientLimits {
+            payload: Limits {
+                max_content_bytes: raw.max_content_bytes,
+                max_future_skew: raw.max_future_skew,
+            },
+            max_limit: raw.max_limit,
+            max_subscriptions: raw.max_subscriptions,
+            max_filters: raw.max_filters,
+            publish_rate: raw.publish_rate,
+            publish_burst: raw.publish_burst,
+        };
+        Ok(Settings {
+            listen: raw.listen,
+            admin_listen: raw.admin_listen,
+            data_dir: raw.data_dir,
+            database_url,
+            public_url_explicit,
+            admin_token: raw.admin_token.filter(|t| !t.is_empty()),
+            log_format: raw.log_format,
+            blob_store: raw.blob_store,
+            federation,
+            limits,
+            jobs,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Where peers and clients reach this node, without a trailing `/`.
+    pub fn public_url(&self) -> &str {
+        &self.federation.public_url
+    }
+
+    /// The node key file: generated once, then reused.
+    pub fn node_key_path(&self) -> PathBuf {
+        self.data_dir.join("node.key")
+    }
+
+    /// Frames queued for one WebSocket before it counts as a slow consumer:
+    /// one full backfill of a subscription (every filter at `max_limit`) and room
+    /// for the answers around it.
+    pub fn ws_queue_bound(&self) -> usize {
+        self.limits.max_filters.max(1) * self.limits.max_limit as usize + 256
+    }
+}
+
+/// Why peers could not reach this node at its `public_url`, if they could not:
+/// its host is unspecified (`0.0.0.0`, `::`) or loopback.
+pub fn unreachable_public_url(public_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(public_url).ok()?;
+    let unreachable = match url.host()? {
+        url::Host::Ipv4(ip) => ip.is_unspecified() || ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_unspecified() || ip.is_loopback(),
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+    };
+    unreachable
+        .then(|| format!("public_url {public_url} is not an address other machines can reach"))
+}
+
+/// Warn at start when peers are expected (seed peers are set, or strangers
+/// may announce) but the public URL is one no peer can reach.
+pub fn warn_about_reachability(settings: &Settings) {
+    let fed = &settings.federation;
+    if fed.allow_private_peers {
+        return; // a mesh on one machine or a LAN chose its addresses
+    }
+    if let Some(why) = unreachable_public_url(&fed.public_url) {
+        tracing::warn!(
+            public_url = %fed.public_url,
+            seed_peers = fed.seed_peers.len(),
+            "{why}: peers fetch this node's document and deliver to its inbox there; set public_url (MESHRELAY_PUBLIC_URL) to the URL peers reach"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_public_url_no_peer_can_reach_is_named() {
+        for bad in [
+            "http://0.0.0.0:7700",
+            "http://127.0.0.1:7700",
+            "http://[::]:7700",
+            "http://localhost",
+        ] {
+            assert!(unreachable_public_url(bad).is_some(), "{bad}");
+        }
+        for good in ["https://relay.example.org", "http://192.0.2.7:7700"] {
+            assert!(unreachable_public_url(good).is_none(), "{good}");
+        }
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = Settings::load_from(None, vars(&[])).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:7700");
+        assert_eq!(s.admin_listen, "127.0.0.1:7701");
+        assert_eq!(s.database_url, "sqlite://./data/meshrelay.db");
+        assert_eq!(s.public_url(), "http://0.0.0.0:7700");
+        assert_eq!(s.federation.own_subscribe, Subscribe::All);
+        assert_eq!(s.federation.max_hops, 4);
+        assert_eq!(s.limits.payload.max_content_bytes, 65536);
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn variables_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nmax_hops = 2\nseed_peers = [\"http://a\", \"http://b\"]\nrequire_peer_approval = true\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&file),
+            vars(&[
+                ("MESHRELAY_MAX_HOPS", "7"),
+                ("MESHRELAY_PUBLIC_URL", "https://relay.example.org/"),
+                ("MESHRELAY_SUBSCRIBE", r#"[{"channels":["plural/*"]}]"#),
+                ("OTHER_MAX_HOPS", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000");
+        assert_eq!(s.federation.max_hops, 7);
+        assert!(s.federation.require_peer_approval);
+        assert_eq!(s.federation.seed_peers, vec!["http://a", "http://b"]);
+        assert_eq!(s.public_url(), "https://relay.example.org");
+        assert!(matches!(
+            s.federation.own_subscribe,
+            Subscribe::Filtered { .. }
+        ));
+    }
+
+    /// The flat names of PROTOCOL.md 8 are a contract: each, given in the file
+    /// or as a variable, lands where the node reads it.
+    #[test]
+    fn every_flat_setting_works_as_a_key_and_as_a_variable() {
+        type Check = fn(&Settings) -> bool;
+        let cases: &[(&str, &str, &str, Check)] = &[
+            ("listen", "\"127.0.0.1:9001\"", "127.0.0.1:9001", |s| {
+                s.listen == "127.0.0.1:9001"
+            }),
+            (
+                "admin_listen",
+                "\"127.0.0.1:9002\"",
+                "127.0.0.1:9002",
+                |s| s.admin_listen == "127.0.0.1:9002",
+            ),
+            ("data_dir", "\"/srv/m\"", "/srv/m", |s| {
+                s.data_dir == Path::new("/srv/m")
+                    && s.database_url == "sqlite:///srv/m/meshrelay.db"
+            }),
+            (
+                "database_url",
+                "\"postgres://u@h/db\"",
+                "postgres://u@h/db",
+                |s| s.database_url == "postgres://u@h/db",
+            ),
+            (
+                "public_url",
+                "\"https://r.example\"",
+                "https://r.example",
+                |s| s.public_url() == "https://r.example" && s.public_url_explicit,
+            ),
+            ("admin_token", "\"t0k\"", "t0k", |s| {
+                s.admin_token.as_deref() == Some("t0k")
+            }),
+            (
+                "seed_peers",
+                "\"http://a,http://b\"",
+                "http://a,http://b",
+                |s| s.federation.seed_peers == ["http://a", "http://b"],
+            ),
+            ("subscribe", "\"none\"", "none", |s| {
+                s.federation.own_subscribe == Subscribe::None
+            }),
+            ("require_peer_approval", "true", "true", |s| {
+                s.federation.require_peer_approval
+            }),
+            ("allow_private_peers", "true", "true", |s| {
+                s.federation.allow_private_peers
+            }),
+            ("max_hops", "9", "9", |s| s.federation.max_hops == 9),
+            ("poll_schedule", "\"0 */5 * * * *\"", "0 */5 * * * *", |s| {
+                s.jobs.poll_schedule == "0 */5 * * * *"
+            }),
+            ("sync_schedule", "\"0 */6 * * * *\"", "0 */6 * * * *", |s| {
+                s.jobs.sync_schedule == "0 */6 * * * *"
+            }),
+            ("prune_schedule", "\"0 0 2 * * *\"", "0 0 2 * * *", |s| {
+                s.jobs.prune_schedule == "0 0 2 * * *"
+            }),
+            ("optimize_schedule", "\"0 0 5 * * *\"", "0 0 5 * * *", |s| {
+                s.jobs.optimize_schedule == "0 0 5 * * *"
+            }),
+            ("sync_window_days", "3", "3", |s| {
+                s.federation.sync.window_days == 3
+            }),
+            ("sync_max_items", "500", "500", |s| {
+                s.federation.sync.max_items == 500
+            }),
+            ("retry_min_secs", "2", "2", |s| {
+                s.federation.retry_min_secs == 2
+            }),
+            ("retry_max_secs", "60", "60", |s| {
+                s.federation.retry_max_secs == 60
+            }),
+            ("max_delivery_age_secs", "99", "99", |s| {
+                s.federation.max_delivery_age_secs == 99
+            }),
+            ("blob_store", "\"s3://bucket\"", "s3://bucket", |s| {
+                s.blob_store == "s3://bucket"
+            }),
+            ("max_content_bytes", "1000", "1000", |s| {
+                s.limits.payload.max_content_bytes == 1000
+            }),
+            ("max_future_skew", "30", "30", |s| {
+                s.limits.payload.max_future_skew == 30
+            }),
+            ("max_limit", "50", "50", |s| s.limits.max_limit == 50),
+            ("max_subscriptions", "4", "4", |s| {
+                s.limits.max_subscriptions == 4
+            }),
+            ("max_filters", "3", "3", |s| s.limits.max_filters == 3),
+            ("publish_rate", "0", "0", |s| s.limits.publish_rate == 0),
+            ("publish_burst", "7", "7", |s| s.limits.publish_burst == 7),
+            ("log_format", "\"json\"", "json", |s| {
+                s.log_format == LogFormat::Json
+            }),
+            ("retention_days", "30", "30", |s| {
+                s.jobs.retention_days == Some(30)
+            }),
+            ("deleted_grace_days", "2", "2", |s| {
+                s.jobs.deleted_grace_days == 2
+            }),
+            ("job_history", "5", "5", |s| s.jobs.job_history == 5),
+            ("disabled_jobs", "\"sync,prune\"", "sync,prune", |s| {
+                s.jobs.disabled_jobs == ["sync", "prune"]
+            }),
+        ];
+        let names = Raw::names();
+        assert_eq!(
+            names.len(),
+            cases.len(),
+            "a case for every setting: {names:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for (name, toml, var, check) in cases {
+            assert!(names.contains(name), "{name} is a setting");
+            let file = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&file, format!("{name} = {toml}\n")).unwrap();
+            let from_file = Settings::load_from(Some(&file), vars(&[])).unwrap();
+            assert!(check(&from_file), "{name} in the file");
+            let upper = format!("MESHRELAY_{}", name.to_ascii_uppercase());
+            let from_var = Settings::load_from(None, vars(&[(&upper, var)])).unwrap();
+            assert!(check(&from_var), "{upper}");
+            assert!(
+                !check(&Settings::load_from(None, vars(&[])).unwrap()),
+                "{name}: the default differs"
+            );
+        }
+    }
+
+    #[test]
+    fn a_typo_in_the_file_stops_start_up_naming_the_nearest_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_hop = 2\n").unwrap();
+        let err = Settings::load_from(Some(&file), vars(&[])).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "unknown setting \"max_hop\" in the config file; did you mean \"max_hops\"?"
+        );
+    }
+
+    #[test]
+    fn an_unknown_variable_is_warned_about_not_obeyed() {
+        let s = Settings::load_from(
+            None,
+            vars(&[("MESHRELAY_MAX_HOP", "2"), ("MESHRELAY_VECTORS", "/x")]),
+        )
+        .unwrap();
+        assert_eq!(s.federation.max_hops, 4);
+        assert_eq!(
+            s.warnings,
+            ["ignoring MESHRELAY_MAX_HOP: no setting is named \"max_hop\"; did you mean MESHRELAY_MAX_HOPS?"]
+        );
+    }
+
+    #[test]
+    fn seed_peers_from_a_variable_are_comma_separated() {
+        let s = Settings::load_from(
+            None,
+            vars(&[("MESHRELAY_SEED_PEERS", "http://a, http://b")]),
+        )
+        .unwrap();
+        assert_eq!(s.federation.seed_peers, vec!["http://a", "http://b"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (k, v, needle) in [
+            ("MESHRELAY_LISTEN", "nowhere", "listen"),
+            ("MESHRELAY_SUBSCRIBE", "some", "subscribe"),
+            ("MESHRELAY_MAX_HOPS", "many", "max_hops"),
+            ("MESHRELAY_DATABASE_URL", "mysql://x", "database_url"),
+            ("MESHRELAY_LOG_FORMAT", "xml", "log_format"),
+            (
+                "MESHRELAY_REQUIRE_PEER_APPROVAL",
+                "maybe",
+                "require_peer_approval",
+            ),
+        ] {
+            let err = Settings::load_from(None, vars(&[(k, v)])).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains(needle), "{k}={v}: {text}");
+        }
+    }
+}
