@@ -74,28 +74,7 @@ impl Application {
                 .spawn_checkpointer(stop.clone().cancelled_owned())
                 .map(|task| (stop, task))
         };
-        let metrics = Arc::new(Metrics::new(federation.metrics()));
-        let limits = Arc::new(crate::limits::RateLimits::new(
-            settings.limits.publish_rate,
-            settings.limits.publish_burst,
-        ));
-        let state = AppState {
-            limits,
-            hub: Arc::new(Hub::new(metrics.clone())),
-            settings: Arc::new(settings),
-            store,
-            writer,
-            metrics,
-            node_key,
-            seen: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(600))
-                .build(),
-            keys: moka::sync::Cache::new(50_000),
-            shutdown,
-            ws_tasks: TaskTracker::new(),
-            federation,
-        };
+        let state = new_state(settings, store, node_key, federation, writer, shutdown);
         let scheduler = Arc::new(crate::jobs::build_scheduler(&state)?);
         let (router, _api) = crate::http::router(state.clone());
         let admin = meshrelay_admin_api::AdminContext::new(
@@ -216,6 +195,39 @@ impl Application {
     /// commit queued writes and close storage.
     pub async fn close(self) {
         close_storage(&self.state.store, self.writer_task, self.checkpointer).await;
+    }
+}
+
+/// The shared state every handler and task gets.
+fn new_state(
+    settings: Settings,
+    store: Store,
+    node_key: Arc<meshrelay_protocol::NodeKey>,
+    federation: Arc<meshrelay_federation::Federation>,
+    writer: Writer,
+    shutdown: CancellationToken,
+) -> AppState {
+    let metrics = Arc::new(Metrics::new(federation.metrics()));
+    let limits = Arc::new(crate::limits::RateLimits::new(
+        settings.limits.publish_rate,
+        settings.limits.publish_burst,
+    ));
+    AppState {
+        limits,
+        hub: Arc::new(Hub::new(metrics.clone())),
+        settings: Arc::new(settings),
+        store,
+        writer,
+        metrics,
+        node_key,
+        seen: moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(600))
+            .build(),
+        keys: moka::sync::Cache::new(50_000),
+        shutdown,
+        ws_tasks: TaskTracker::new(),
+        federation,
     }
 }
 

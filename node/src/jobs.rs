@@ -29,30 +29,7 @@ pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
         i64::from(settings.jobs.job_history),
     );
 
-    let (store_p, retention, grace) = (
-        store.clone(),
-        settings.jobs.retention_days,
-        settings.jobs.deleted_grace_days,
-    );
-    let prune: meshrelay_scheduler::JobFn = Arc::new(move || {
-        let store = store_p.clone();
-        async move {
-            let created_before = retention.map(|d| clock::now_secs() - i64::from(d) * 86_400);
-            let hidden_before_ms = clock::now_ms() - i64::from(grace) * 86_400_000;
-            let pruned = store.prune(created_before, hidden_before_ms).await?;
-            Ok(format!(
-                "expired {} payloads{}, purged {} deleted ones",
-                pruned.expired,
-                if retention.is_none() {
-                    " (retention off)"
-                } else {
-                    ""
-                },
-                pruned.purged_hidden
-            ))
-        }
-        .boxed()
-    });
+    let prune = prune_job(store.clone(), &settings.jobs);
     let store_o = store.clone();
     let optimize: meshrelay_scheduler::JobFn = Arc::new(move || {
         let store = store_o.clone();
@@ -97,4 +74,30 @@ pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
         }
     }
     Ok(scheduler)
+}
+
+/// The `prune` job: retention, and purging hidden payloads past their grace.
+fn prune_job(
+    store: meshrelay_store::Store,
+    jobs: &crate::settings::Jobs,
+) -> meshrelay_scheduler::JobFn {
+    let (retention, grace) = (jobs.retention_days, jobs.deleted_grace_days);
+    Arc::new(move || {
+        let store = store.clone();
+        async move {
+            let created_before = retention.map(|d| clock::now_secs() - i64::from(d) * 86_400);
+            let hidden_before_ms = clock::now_ms() - i64::from(grace) * 86_400_000;
+            let pruned = store.prune(created_before, hidden_before_ms).await?;
+            let off = if retention.is_none() {
+                " (retention off)"
+            } else {
+                ""
+            };
+            Ok(format!(
+                "expired {} payloads{off}, purged {} deleted ones",
+                pruned.expired, pruned.purged_hidden
+            ))
+        }
+        .boxed()
+    })
 }

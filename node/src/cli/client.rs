@@ -139,51 +139,10 @@ async fn describe_error(resp: reqwest::Response) -> String {
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let key = crate::node_key::load(&args.key)?;
-    let content = match args.content.as_deref() {
-        Some("-") | None => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-            s
-        }
-        Some(c) => c.to_string(),
-    };
-    let mut tags = Vec::new();
-    for t in &args.tags {
-        let (name, values) = t
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--tag takes NAME=VALUE, got {t:?}"))?;
-        let mut tag = vec![name.to_string()];
-        tag.extend(values.split(',').map(String::from));
-        tags.push(tag);
-    }
+    let content = read_content(args.content.as_deref())?;
+    let tags = parse_tags(&args.tags)?;
     let client = http()?;
-    let author = key.public_hex();
-    // The next entry chains to the highest head any of the relays holds.
-    let mut head: Option<(u64, String)> = None;
-    for relay in &args.relays {
-        let resp = client
-            .get(format!("{}/v1/authors/{author}/head", base(relay)))
-            .send()
-            .await
-            .with_context(|| format!("asking {relay} for the author's head"))?;
-        match resp.status().as_u16() {
-            200 => {
-                let v: Value = resp.json().await?;
-                let seq = v["seq"]
-                    .as_u64()
-                    .ok_or_else(|| anyhow!("{relay}: head without seq"))?;
-                let id = v["id"].as_str().unwrap_or_default().to_string();
-                if head
-                    .as_ref()
-                    .is_none_or(|(s, i)| seq > *s || (seq == *s && id < *i))
-                {
-                    head = Some((seq, id));
-                }
-            }
-            404 => {}
-            _ => bail!("{relay}: {}", describe_error(resp).await),
-        }
-    }
+    let head = highest_head(&client, &args.relays, &key.public_hex()).await?;
     let now = meshrelay_protocol::clock::now_wire_secs();
     let payload = Payload::sign(
         &key,
@@ -227,6 +186,67 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--content`, or standard input for `-` or none.
+fn read_content(arg: Option<&str>) -> anyhow::Result<String> {
+    match arg {
+        Some("-") | None => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            Ok(s)
+        }
+        Some(c) => Ok(c.to_string()),
+    }
+}
+
+/// `--tag NAME=V1,V2` as tags.
+fn parse_tags(args: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
+    args.iter()
+        .map(|t| {
+            let (name, values) = t
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--tag takes NAME=VALUE, got {t:?}"))?;
+            let mut tag = vec![name.to_string()];
+            tag.extend(values.split(',').map(String::from));
+            Ok(tag)
+        })
+        .collect()
+}
+
+/// The highest head any of the relays holds for `author` (ties: lowest id):
+/// the next entry chains to it.
+async fn highest_head(
+    client: &reqwest::Client,
+    relays: &[String],
+    author: &str,
+) -> anyhow::Result<Option<(u64, String)>> {
+    let mut head: Option<(u64, String)> = None;
+    for relay in relays {
+        let resp = client
+            .get(format!("{}/v1/authors/{author}/head", base(relay)))
+            .send()
+            .await
+            .with_context(|| format!("asking {relay} for the author's head"))?;
+        match resp.status().as_u16() {
+            200 => {
+                let v: Value = resp.json().await?;
+                let seq = v["seq"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("{relay}: head without seq"))?;
+                let id = v["id"].as_str().unwrap_or_default().to_string();
+                if head
+                    .as_ref()
+                    .is_none_or(|(s, i)| seq > *s || (seq == *s && id < *i))
+                {
+                    head = Some((seq, id));
+                }
+            }
+            404 => {}
+            _ => bail!("{relay}: {}", describe_error(resp).await),
+        }
+    }
+    Ok(head)
 }
 
 pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {

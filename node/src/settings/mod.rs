@@ -204,6 +204,89 @@ pub struct Jobs {
     pub disabled_jobs: Vec<String>,
 }
 
+/// Federation's section; `public_url` defaults to `http://<listen>`.
+fn resolve_federation(raw: &Raw) -> anyhow::Result<meshrelay_federation::Config> {
+    let public_url = raw
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", raw.listen))
+        .trim_end_matches('/')
+        .to_string();
+    if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+        bail!("setting public_url: {public_url:?} must start with http:// or https://");
+    }
+    if raw.retry_min_secs == 0 || raw.retry_min_secs > raw.retry_max_secs {
+        bail!("settings retry_min_secs and retry_max_secs: need 0 < min <= max");
+    }
+    Ok(meshrelay_federation::Config {
+        public_url,
+        own_subscribe: Subscribe::from_setting(&raw.subscribe)
+            .map_err(|e| anyhow::anyhow!("setting subscribe: {}", e.message))?,
+        seed_peers: raw
+            .seed_peers
+            .clone()
+            .map(ListSetting::into_vec)
+            .unwrap_or_default(),
+        require_peer_approval: raw.require_peer_approval,
+        allow_private_peers: raw.allow_private_peers,
+        max_hops: raw.max_hops,
+        retry_min_secs: raw.retry_min_secs,
+        retry_max_secs: raw.retry_max_secs,
+        max_delivery_age_secs: raw.max_delivery_age_secs,
+        sync: meshrelay_federation::SyncConfig {
+            window_days: raw.sync_window_days,
+            max_items: raw.sync_max_items.max(1),
+        },
+    })
+}
+
+impl ClientLimits {
+    fn resolve(raw: &Raw) -> anyhow::Result<Self> {
+        if raw.max_limit == 0 {
+            bail!("setting max_limit: must be at least 1");
+        }
+        Ok(Self {
+            payload: Limits {
+                max_content_bytes: raw.max_content_bytes,
+                max_future_skew: raw.max_future_skew,
+            },
+            max_limit: raw.max_limit,
+            max_subscriptions: raw.max_subscriptions,
+            max_filters: raw.max_filters,
+            publish_rate: raw.publish_rate,
+            publish_burst: raw.publish_burst,
+        })
+    }
+}
+
+impl Jobs {
+    fn resolve(raw: &Raw) -> anyhow::Result<Self> {
+        let jobs = Jobs {
+            poll_schedule: raw.poll_schedule.clone(),
+            sync_schedule: raw.sync_schedule.clone(),
+            prune_schedule: raw.prune_schedule.clone(),
+            optimize_schedule: raw.optimize_schedule.clone(),
+            retention_days: (raw.retention_days > 0).then_some(raw.retention_days),
+            deleted_grace_days: raw.deleted_grace_days,
+            job_history: raw.job_history.max(1),
+            disabled_jobs: raw
+                .disabled_jobs
+                .clone()
+                .map(ListSetting::into_vec)
+                .unwrap_or_default(),
+        };
+        for (name, value) in [
+            ("poll_schedule", &jobs.poll_schedule),
+            ("sync_schedule", &jobs.sync_schedule),
+            ("prune_schedule", &jobs.prune_schedule),
+            ("optimize_schedule", &jobs.optimize_schedule),
+        ] {
+            meshrelay_scheduler::parse_schedule(name, value)?;
+        }
+        Ok(jobs)
+    }
+}
+
 impl Settings {
     /// Load from the embedded defaults, `file` when given, and the process environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -268,84 +351,22 @@ impl Settings {
         }
         let database_url = raw
             .database_url
+            .clone()
             .unwrap_or_else(|| format!("sqlite://{}", raw.data_dir.join("meshrelay.db").display()));
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
             bail!(
                 "setting database_url: {database_url:?} is neither sqlite://... nor postgres://..."
             );
         }
-        let public_url_explicit = raw.public_url.is_some();
-        let public_url = raw
-            .public_url
-            .unwrap_or_else(|| format!("http://{}", raw.listen))
-            .trim_end_matches('/')
-            .to_string();
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-            bail!("setting public_url: {public_url:?} must start with http:// or https://");
-        }
-        let jobs = Jobs {
-            poll_schedule: raw.poll_schedule,
-            sync_schedule: raw.sync_schedule,
-            prune_schedule: raw.prune_schedule,
-            optimize_schedule: raw.optimize_schedule,
-            retention_days: (raw.retention_days > 0).then_some(raw.retention_days),
-            deleted_grace_days: raw.deleted_grace_days,
-            job_history: raw.job_history.max(1),
-            disabled_jobs: raw
-                .disabled_jobs
-                .map(ListSetting::into_vec)
-                .unwrap_or_default(),
-        };
-        for (name, value) in [
-            ("poll_schedule", &jobs.poll_schedule),
-            ("sync_schedule", &jobs.sync_schedule),
-            ("prune_schedule", &jobs.prune_schedule),
-            ("optimize_schedule", &jobs.optimize_schedule),
-        ] {
-            meshrelay_scheduler::parse_schedule(name, value)?;
-        }
-        if raw.max_limit == 0 {
-            bail!("setting max_limit: must be at least 1");
-        }
-        if raw.retry_min_secs == 0 || raw.retry_min_secs > raw.retry_max_secs {
-            bail!("settings retry_min_secs and retry_max_secs: need 0 < min <= max");
-        }
-        let federation = meshrelay_federation::Config {
-            public_url,
-            own_subscribe: Subscribe::from_setting(&raw.subscribe)
-                .map_err(|e| anyhow::anyhow!("setting subscribe: {}", e.message))?,
-            seed_peers: raw
-                .seed_peers
-                .map(ListSetting::into_vec)
-                .unwrap_or_default(),
-            require_peer_approval: raw.require_peer_approval,
-            allow_private_peers: raw.allow_private_peers,
-            max_hops: raw.max_hops,
-            retry_min_secs: raw.retry_min_secs,
-            retry_max_secs: raw.retry_max_secs,
-            max_delivery_age_secs: raw.max_delivery_age_secs,
-            sync: meshrelay_federation::SyncConfig {
-                window_days: raw.sync_window_days,
-                max_items: raw.sync_max_items.max(1),
-            },
-        };
-        let limits = ClientLimits {
-            payload: Limits {
-                max_content_bytes: raw.max_content_bytes,
-                max_future_skew: raw.max_future_skew,
-            },
-            max_limit: raw.max_limit,
-            max_subscriptions: raw.max_subscriptions,
-            max_filters: raw.max_filters,
-            publish_rate: raw.publish_rate,
-            publish_burst: raw.publish_burst,
-        };
+        let jobs = Jobs::resolve(&raw)?;
+        let limits = ClientLimits::resolve(&raw)?;
+        let federation = resolve_federation(&raw)?;
         Ok(Settings {
+            public_url_explicit: raw.public_url.is_some(),
             listen: raw.listen,
             admin_listen: raw.admin_listen,
             data_dir: raw.data_dir,
             database_url,
-            public_url_explicit,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
             log_format: raw.log_format,
             blob_store: raw.blob_store,
@@ -404,257 +425,4 @@ pub fn warn_about_reachability(settings: &Settings) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn a_public_url_no_peer_can_reach_is_named() {
-        for bad in [
-            "http://0.0.0.0:7700",
-            "http://127.0.0.1:7700",
-            "http://[::]:7700",
-            "http://localhost",
-        ] {
-            assert!(unreachable_public_url(bad).is_some(), "{bad}");
-        }
-        for good in ["https://relay.example.org", "http://192.0.2.7:7700"] {
-            assert!(unreachable_public_url(good).is_none(), "{good}");
-        }
-    }
-
-    #[test]
-    fn defaults_need_no_configuration() {
-        let s = Settings::load_from(None, vars(&[])).unwrap();
-        assert_eq!(s.listen, "0.0.0.0:7700");
-        assert_eq!(s.admin_listen, "127.0.0.1:7701");
-        assert_eq!(s.database_url, "sqlite://./data/meshrelay.db");
-        assert_eq!(s.public_url(), "http://0.0.0.0:7700");
-        assert_eq!(s.federation.own_subscribe, Subscribe::All);
-        assert_eq!(s.federation.max_hops, 4);
-        assert_eq!(s.limits.payload.max_content_bytes, 65536);
-        assert_eq!(s.log_format, LogFormat::Text);
-        assert!(s.warnings.is_empty());
-    }
-
-    #[test]
-    fn variables_win_over_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("m.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9000\"\nmax_hops = 2\nseed_peers = [\"http://a\", \"http://b\"]\nrequire_peer_approval = true\n",
-        )
-        .unwrap();
-        let s = Settings::load_from(
-            Some(&file),
-            vars(&[
-                ("MESHRELAY_MAX_HOPS", "7"),
-                ("MESHRELAY_PUBLIC_URL", "https://relay.example.org/"),
-                ("MESHRELAY_SUBSCRIBE", r#"[{"channels":["plural/*"]}]"#),
-                ("OTHER_MAX_HOPS", "1"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(s.listen, "127.0.0.1:9000");
-        assert_eq!(s.federation.max_hops, 7);
-        assert!(s.federation.require_peer_approval);
-        assert_eq!(s.federation.seed_peers, vec!["http://a", "http://b"]);
-        assert_eq!(s.public_url(), "https://relay.example.org");
-        assert!(matches!(
-            s.federation.own_subscribe,
-            Subscribe::Filtered { .. }
-        ));
-    }
-
-    /// The flat names of PROTOCOL.md 8 are a contract: each, given in the file
-    /// or as a variable, lands where the node reads it.
-    #[test]
-    fn every_flat_setting_works_as_a_key_and_as_a_variable() {
-        type Check = fn(&Settings) -> bool;
-        let cases: &[(&str, &str, &str, Check)] = &[
-            ("listen", "\"127.0.0.1:9001\"", "127.0.0.1:9001", |s| {
-                s.listen == "127.0.0.1:9001"
-            }),
-            (
-                "admin_listen",
-                "\"127.0.0.1:9002\"",
-                "127.0.0.1:9002",
-                |s| s.admin_listen == "127.0.0.1:9002",
-            ),
-            ("data_dir", "\"/srv/m\"", "/srv/m", |s| {
-                s.data_dir == Path::new("/srv/m")
-                    && s.database_url == "sqlite:///srv/m/meshrelay.db"
-            }),
-            (
-                "database_url",
-                "\"postgres://u@h/db\"",
-                "postgres://u@h/db",
-                |s| s.database_url == "postgres://u@h/db",
-            ),
-            (
-                "public_url",
-                "\"https://r.example\"",
-                "https://r.example",
-                |s| s.public_url() == "https://r.example" && s.public_url_explicit,
-            ),
-            ("admin_token", "\"t0k\"", "t0k", |s| {
-                s.admin_token.as_deref() == Some("t0k")
-            }),
-            (
-                "seed_peers",
-                "\"http://a,http://b\"",
-                "http://a,http://b",
-                |s| s.federation.seed_peers == ["http://a", "http://b"],
-            ),
-            ("subscribe", "\"none\"", "none", |s| {
-                s.federation.own_subscribe == Subscribe::None
-            }),
-            ("require_peer_approval", "true", "true", |s| {
-                s.federation.require_peer_approval
-            }),
-            ("allow_private_peers", "true", "true", |s| {
-                s.federation.allow_private_peers
-            }),
-            ("max_hops", "9", "9", |s| s.federation.max_hops == 9),
-            ("poll_schedule", "\"0 */5 * * * *\"", "0 */5 * * * *", |s| {
-                s.jobs.poll_schedule == "0 */5 * * * *"
-            }),
-            ("sync_schedule", "\"0 */6 * * * *\"", "0 */6 * * * *", |s| {
-                s.jobs.sync_schedule == "0 */6 * * * *"
-            }),
-            ("prune_schedule", "\"0 0 2 * * *\"", "0 0 2 * * *", |s| {
-                s.jobs.prune_schedule == "0 0 2 * * *"
-            }),
-            ("optimize_schedule", "\"0 0 5 * * *\"", "0 0 5 * * *", |s| {
-                s.jobs.optimize_schedule == "0 0 5 * * *"
-            }),
-            ("sync_window_days", "3", "3", |s| {
-                s.federation.sync.window_days == 3
-            }),
-            ("sync_max_items", "500", "500", |s| {
-                s.federation.sync.max_items == 500
-            }),
-            ("retry_min_secs", "2", "2", |s| {
-                s.federation.retry_min_secs == 2
-            }),
-            ("retry_max_secs", "60", "60", |s| {
-                s.federation.retry_max_secs == 60
-            }),
-            ("max_delivery_age_secs", "99", "99", |s| {
-                s.federation.max_delivery_age_secs == 99
-            }),
-            ("blob_store", "\"s3://bucket\"", "s3://bucket", |s| {
-                s.blob_store == "s3://bucket"
-            }),
-            ("max_content_bytes", "1000", "1000", |s| {
-                s.limits.payload.max_content_bytes == 1000
-            }),
-            ("max_future_skew", "30", "30", |s| {
-                s.limits.payload.max_future_skew == 30
-            }),
-            ("max_limit", "50", "50", |s| s.limits.max_limit == 50),
-            ("max_subscriptions", "4", "4", |s| {
-                s.limits.max_subscriptions == 4
-            }),
-            ("max_filters", "3", "3", |s| s.limits.max_filters == 3),
-            ("publish_rate", "0", "0", |s| s.limits.publish_rate == 0),
-            ("publish_burst", "7", "7", |s| s.limits.publish_burst == 7),
-            ("log_format", "\"json\"", "json", |s| {
-                s.log_format == LogFormat::Json
-            }),
-            ("retention_days", "30", "30", |s| {
-                s.jobs.retention_days == Some(30)
-            }),
-            ("deleted_grace_days", "2", "2", |s| {
-                s.jobs.deleted_grace_days == 2
-            }),
-            ("job_history", "5", "5", |s| s.jobs.job_history == 5),
-            ("disabled_jobs", "\"sync,prune\"", "sync,prune", |s| {
-                s.jobs.disabled_jobs == ["sync", "prune"]
-            }),
-        ];
-        let names = Raw::names();
-        assert_eq!(
-            names.len(),
-            cases.len(),
-            "a case for every setting: {names:?}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        for (name, toml, var, check) in cases {
-            assert!(names.contains(name), "{name} is a setting");
-            let file = dir.path().join(format!("{name}.toml"));
-            std::fs::write(&file, format!("{name} = {toml}\n")).unwrap();
-            let from_file = Settings::load_from(Some(&file), vars(&[])).unwrap();
-            assert!(check(&from_file), "{name} in the file");
-            let upper = format!("MESHRELAY_{}", name.to_ascii_uppercase());
-            let from_var = Settings::load_from(None, vars(&[(&upper, var)])).unwrap();
-            assert!(check(&from_var), "{upper}");
-            assert!(
-                !check(&Settings::load_from(None, vars(&[])).unwrap()),
-                "{name}: the default differs"
-            );
-        }
-    }
-
-    #[test]
-    fn a_typo_in_the_file_stops_start_up_naming_the_nearest_setting() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("m.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_hop = 2\n").unwrap();
-        let err = Settings::load_from(Some(&file), vars(&[])).unwrap_err();
-        assert_eq!(
-            format!("{err:#}"),
-            "unknown setting \"max_hop\" in the config file; did you mean \"max_hops\"?"
-        );
-    }
-
-    #[test]
-    fn an_unknown_variable_is_warned_about_not_obeyed() {
-        let s = Settings::load_from(
-            None,
-            vars(&[("MESHRELAY_MAX_HOP", "2"), ("MESHRELAY_VECTORS", "/x")]),
-        )
-        .unwrap();
-        assert_eq!(s.federation.max_hops, 4);
-        assert_eq!(
-            s.warnings,
-            ["ignoring MESHRELAY_MAX_HOP: no setting is named \"max_hop\"; did you mean MESHRELAY_MAX_HOPS?"]
-        );
-    }
-
-    #[test]
-    fn seed_peers_from_a_variable_are_comma_separated() {
-        let s = Settings::load_from(
-            None,
-            vars(&[("MESHRELAY_SEED_PEERS", "http://a, http://b")]),
-        )
-        .unwrap();
-        assert_eq!(s.federation.seed_peers, vec!["http://a", "http://b"]);
-    }
-
-    #[test]
-    fn bad_values_name_the_setting() {
-        for (k, v, needle) in [
-            ("MESHRELAY_LISTEN", "nowhere", "listen"),
-            ("MESHRELAY_SUBSCRIBE", "some", "subscribe"),
-            ("MESHRELAY_MAX_HOPS", "many", "max_hops"),
-            ("MESHRELAY_DATABASE_URL", "mysql://x", "database_url"),
-            ("MESHRELAY_LOG_FORMAT", "xml", "log_format"),
-            (
-                "MESHRELAY_REQUIRE_PEER_APPROVAL",
-                "maybe",
-                "require_peer_approval",
-            ),
-        ] {
-            let err = Settings::load_from(None, vars(&[(k, v)])).unwrap_err();
-            let text = format!("{err:#}");
-            assert!(text.contains(needle), "{k}={v}: {text}");
-        }
-    }
-}
+mod tests;
