@@ -173,6 +173,7 @@ impl Federation {
         }
         let req: Announce = serde_json::from_slice(body)
             .map_err(|e| Refused::bad_request(format!("announce body: {e}")))?;
+        self.warn_if_unreachable("a peer announced itself");
         match self.accept_announce(signer, &req.url).await {
             Ok(peer) => Ok(peer.status),
             Err(e) => Err(match e.answer() {

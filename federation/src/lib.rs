@@ -92,6 +92,8 @@ pub struct Federation {
     delivered: std::sync::atomic::AtomicU64,
     /// Ends every backoff at once (`wake_all`).
     kick: Notify,
+    /// The unreachable-`public_url` warning was given.
+    warned_unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl Federation {
@@ -116,6 +118,7 @@ impl Federation {
             shutdown,
             delivered: std::sync::atomic::AtomicU64::new(0),
             kick: Notify::new(),
+            warned_unreachable: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

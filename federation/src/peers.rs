@@ -45,7 +45,42 @@ impl JoinError {
     }
 }
 
+/// Why peers could not reach this node at its `public_url`, if they could not:
+/// its host is unspecified (`0.0.0.0`, `::`), or loopback while private
+/// addresses are not allowed (a mesh on one machine chooses loopback).
+pub fn unreachable_public_url(public_url: &str, allow_private: bool) -> Option<String> {
+    let url = reqwest::Url::parse(public_url).ok()?;
+    let unreachable = match url.host()? {
+        url::Host::Ipv4(ip) => ip.is_unspecified() || (!allow_private && ip.is_loopback()),
+        url::Host::Ipv6(ip) => ip.is_unspecified() || (!allow_private && ip.is_loopback()),
+        url::Host::Domain(d) => !allow_private && d.eq_ignore_ascii_case("localhost"),
+    };
+    unreachable.then(|| {
+        format!(
+            "public_url {public_url} is not an address other machines can reach: peers \
+             fetch this node's document and deliver to its inbox there, and refuse a \
+             document whose url differs from where they fetched it; set public_url \
+             (MESHRELAY_PUBLIC_URL) to the URL peers reach"
+        )
+    })
+}
+
 impl Federation {
+    /// Warn (once) when peers are expected but `public_url` is one they
+    /// cannot reach: at start when seed peers are set, or on an announce.
+    pub fn warn_if_unreachable(&self, why_now: &str) {
+        let allow = self.config.allow_private_peers;
+        let Some(why) = unreachable_public_url(&self.config.public_url, allow) else {
+            return;
+        };
+        if !self
+            .warned_unreachable
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(public_url = %self.config.public_url, "{why} ({why_now})");
+        }
+    }
+
     /// An operator's decision on a peer (`active` to approve or unblock,
     /// `blocked`): None when the peer is unknown. An approved or unblocked
     /// peer's queue is delivered at once; a blocked one gets nothing more.
@@ -281,5 +316,28 @@ impl Federation {
             .record_poll_ok(&peer.node, &subscribe, &doc.doc.inbox, now_secs())
             .await;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreachable_public_url;
+
+    #[test]
+    fn a_public_url_no_peer_can_reach_is_named() {
+        for bad in [
+            "http://0.0.0.0:7700",
+            "http://127.0.0.1:7700",
+            "http://[::]:7700",
+            "http://localhost",
+        ] {
+            assert!(unreachable_public_url(bad, false).is_some(), "{bad}");
+        }
+        for good in ["https://relay.example.org", "http://192.0.2.7:7700"] {
+            assert!(unreachable_public_url(good, false).is_none(), "{good}");
+        }
+        // A mesh on one machine chose loopback; 0.0.0.0 is nobody's address.
+        assert!(unreachable_public_url("http://127.0.0.1:7700", true).is_none());
+        assert!(unreachable_public_url("http://0.0.0.0:7700", true).is_some());
     }
 }

@@ -151,7 +151,9 @@ impl Application {
             tracing::warn!(admin_token = %token, path = %path.display(),
                 "generated an admin token; it is also in the file");
         }
-        crate::settings::warn_about_reachability(&state.settings);
+        if !state.settings.federation.seed_peers.is_empty() {
+            state.federation.warn_if_unreachable("seed peers are set");
+        }
         // Peers can reach us from here on (the listener is bound): load peers,
         // start their delivery loops, join the seeds.
         if let Err(e) = state.federation.start().await {

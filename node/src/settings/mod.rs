@@ -395,34 +395,5 @@ impl Settings {
     }
 }
 
-/// Why peers could not reach this node at its `public_url`, if they could not:
-/// its host is unspecified (`0.0.0.0`, `::`) or loopback.
-pub fn unreachable_public_url(public_url: &str) -> Option<String> {
-    let url = reqwest::Url::parse(public_url).ok()?;
-    let unreachable = match url.host()? {
-        url::Host::Ipv4(ip) => ip.is_unspecified() || ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_unspecified() || ip.is_loopback(),
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-    };
-    unreachable
-        .then(|| format!("public_url {public_url} is not an address other machines can reach"))
-}
-
-/// Warn at start when peers are expected (seed peers are set, or strangers
-/// may announce) but the public URL is one no peer can reach.
-pub fn warn_about_reachability(settings: &Settings) {
-    let fed = &settings.federation;
-    if fed.allow_private_peers {
-        return; // a mesh on one machine or a LAN chose its addresses
-    }
-    if let Some(why) = unreachable_public_url(&fed.public_url) {
-        tracing::warn!(
-            public_url = %fed.public_url,
-            seed_peers = fed.seed_peers.len(),
-            "{why}: peers fetch this node's document and deliver to its inbox there; set public_url (MESHRELAY_PUBLIC_URL) to the URL peers reach"
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests;
