@@ -197,13 +197,7 @@ impl AdminError {
 
 impl From<meshrelay_store::Error> for AdminError {
     fn from(e: meshrelay_store::Error) -> Self {
-        let mut chain = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            source = s.source();
-        }
+        let chain = meshrelay_protocol::error::cause_chain(&e);
         tracing::error!(error = %chain, "admin API: storage failed");
         Self::new(ErrorCode::Internal, "internal error")
     }

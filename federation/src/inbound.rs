@@ -44,13 +44,7 @@ impl Refused {
 
     /// This node's own failure: the cause goes to the log, not to the peer.
     fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            source = s.source();
-        }
+        let chain = meshrelay_protocol::error::cause_chain(err);
         tracing::error!(error = %chain, "internal error answering a peer");
         Self::new(ErrorCode::Internal, "internal error")
     }

@@ -37,13 +37,7 @@ impl ApiError {
     }
     /// An unexpected failure: log the whole chain, tell the client nothing inside.
     pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            source = s.source();
-        }
+        let chain = meshrelay_protocol::error::cause_chain(err);
         tracing::error!(error = %chain, "internal error");
         Self::new(ErrorCode::Internal, "internal error")
     }

@@ -117,3 +117,16 @@ impl ProtocolError {
 }
 
 pub type Result<T, E = ProtocolError> = std::result::Result<T, E>;
+
+/// An error and its causes on one line (`outer: inner: root`), for logs and
+/// for answers that cannot carry the error itself.
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -7,7 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A peer's standing with this node (PROTOCOL.md 5.2, 5.3, 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum PeerStatus {
     /// Announced itself while the operator requires approval.
     Pending,
@@ -71,6 +72,12 @@ impl PeerStatus {
     }
 }
 
+impl From<PeerStatus> for &'static str {
+    fn from(s: PeerStatus) -> Self {
+        s.as_str()
+    }
+}
+
 impl fmt::Display for PeerStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -99,21 +106,9 @@ impl TryFrom<String> for PeerStatus {
     }
 }
 
-impl serde::Serialize for PeerStatus {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for PeerStatus {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// An outbox item's state (PROTOCOL.md 5.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum OutboxState {
     /// Waiting for its next attempt.
     Pending,
@@ -127,6 +122,12 @@ impl OutboxState {
             Self::Pending => "pending",
             Self::Dead => "dead",
         }
+    }
+}
+
+impl From<OutboxState> for &'static str {
+    fn from(s: OutboxState) -> Self {
+        s.as_str()
     }
 }
 
@@ -154,19 +155,6 @@ impl TryFrom<String> for OutboxState {
     }
 }
 
-impl serde::Serialize for OutboxState {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for OutboxState {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +168,14 @@ mod tests {
             assert_eq!(s.to_string().parse::<OutboxState>(), Ok(s));
         }
         assert!("Active".parse::<PeerStatus>().is_err());
+        // JSON uses the same spellings, both ways.
+        let json = serde_json::to_string(&PeerStatus::KeyChanged).unwrap();
+        assert_eq!(json, "\"key_changed\"");
+        assert_eq!(
+            serde_json::from_str::<PeerStatus>(&json).unwrap(),
+            PeerStatus::KeyChanged
+        );
+        assert!(serde_json::from_str::<OutboxState>("\"lost\"").is_err());
         assert!("gone".parse::<OutboxState>().is_err());
     }
 

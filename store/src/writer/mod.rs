@@ -183,23 +183,11 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(error = ?e, size = batch.len(), "payload batch failed to commit");
-                let cause = error_chain(&e);
+                let cause = meshrelay_protocol::error::cause_chain(&e);
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(Error::BatchFailed(cause.clone())));
                 }
             }
         }
     }
-}
-
-/// An error with its causes, one line, for callers that cannot hold the error.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
