@@ -289,19 +289,21 @@ impl Federation {
                 "{bad:?} is not a payload id (64 lowercase hex digits)"
             )));
         }
-        let found = self.store.payloads_by_ids(&req.ids).await?;
+        // The database hands over no more than the answer holds; the
+        // initiator asks again for what did not fit.
+        let budget = MAX_FETCH_ANSWER_BYTES.min(
+            self.config
+                .max_payload_bytes
+                .max(MAX_FETCH_ANSWER_BYTES / 4),
+        );
+        let (found, _) = self.store.payloads_by_ids(&req.ids, budget).await?;
         // Stored JSON goes out as it is, not re-encoded.
         let mut out = String::from(r#"{"payloads":["#);
-        let mut first = true;
-        for (_, json) in found {
-            if out.len() + json.len() > MAX_FETCH_ANSWER_BYTES && !first {
-                break;
-            }
-            if !first {
+        for (i, (_, json)) in found.iter().enumerate() {
+            if i > 0 {
                 out.push(',');
             }
-            out.push_str(&json);
-            first = false;
+            out.push_str(json);
         }
         out.push_str("]}");
         Ok(out)

@@ -58,6 +58,16 @@ pub struct Config {
     pub retry_min_secs: u64,
     pub retry_max_secs: u64,
     pub max_delivery_age_secs: u64,
+    /// Known peers of all statuses; past it, announce answers 403 `blocked`.
+    pub max_peers: usize,
+    /// Announces per minute from one address (0: unlimited).
+    pub announce_rate: u32,
+    /// Inbox, sync and fetch requests per second from one peer (0: unlimited).
+    pub inbox_rate: u32,
+    /// Values over all lists of one filter, in peers' documents and sync requests too.
+    pub max_filter_values: usize,
+    /// One payload's JSON as received, in inbox items and fetch answers too.
+    pub max_payload_bytes: usize,
     pub sync: SyncConfig,
 }
 
@@ -69,6 +79,10 @@ pub struct SyncConfig {
     /// Most payloads one sync session may cover, on either side; a larger
     /// window is refused (413) or split.
     pub max_items: usize,
+    /// Most rounds of one session, on either side.
+    pub max_rounds: u32,
+    /// Longest one session may run, on either side.
+    pub max_secs: u64,
 }
 
 pub struct Federation {

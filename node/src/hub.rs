@@ -1,8 +1,11 @@
 //! Live fan-out: which connection holds which subscriptions, and delivery of each
-//! newly stored payload (and each signal) to them through bounded queues.
+//! newly stored payload (and each signal) to them through queues bounded in
+//! bytes (`ws_queue_bytes`): every frame a connection is sent is counted until
+//! its writer has written it, and one that would pass the bound closes the
+//! connection as a slow consumer instead of being held.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Message;
@@ -15,6 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// What a queued frame of `text_len` bytes costs in the queue: its text and
+/// the frame around it.
+pub fn frame_cost(text_len: usize) -> usize {
+    text_len + 64
+}
+
 /// A stored payload with its JSON text, serialized once for every subscriber.
 #[derive(Debug)]
 pub struct Fresh {
@@ -26,6 +35,8 @@ pub struct Fresh {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     SlowConsumer,
+    /// No frame from the client for `ws_idle_secs`.
+    Idle,
 }
 
 enum SubState {
@@ -49,6 +60,10 @@ pub struct Conn {
     close_reason: Mutex<Option<CloseReason>>,
     /// Most live payloads held per subscription while it backfills.
     pending_bound: usize,
+    /// Bytes of frames queued and not yet written.
+    queued: AtomicUsize,
+    /// `ws_queue_bytes`.
+    max_queued: usize,
 }
 
 impl Conn {
@@ -67,16 +82,41 @@ impl Conn {
         self.kill.cancel();
     }
 
-    /// Queue a frame without waiting; a full queue marks a slow consumer.
-    fn offer(&self, msg: Message, metrics: &Metrics) -> bool {
-        match self.tx.try_send(msg) {
+    /// Queue a text frame without waiting. One that would pass the byte
+    /// bound (or a full queue) closes the connection as a slow consumer.
+    pub fn offer(&self, text: String, metrics: &Metrics) -> bool {
+        let len = frame_cost(text.len());
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.max_queued {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.close(CloseReason::SlowConsumer, metrics);
+            return false;
+        }
+        match self.tx.try_send(Message::text(text)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SlowConsumer, metrics);
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.close(CloseReason::SlowConsumer, metrics);
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The writer wrote a frame of `len` bytes: it no longer counts.
+    pub fn written(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Close because the client sent nothing for too long.
+    pub fn close_idle(&self, metrics: &Metrics) {
+        self.close(CloseReason::Idle, metrics);
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -103,7 +143,12 @@ impl Hub {
         }
     }
 
-    pub fn register(&self, tx: mpsc::Sender<Message>, pending_bound: usize) -> Arc<Conn> {
+    pub fn register(
+        &self,
+        tx: mpsc::Sender<Message>,
+        pending_bound: usize,
+        max_queued: usize,
+    ) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
             id,
@@ -112,6 +157,8 @@ impl Hub {
             kill: CancellationToken::new(),
             close_reason: Mutex::new(None),
             pending_bound,
+            queued: AtomicUsize::new(0),
+            max_queued,
         });
         self.conns.write().expect("lock").insert(id, conn.clone());
         self.metrics.ws_connections.inc();
@@ -155,7 +202,7 @@ impl Hub {
         for fresh in held {
             if !sent.contains(&fresh.payload.id) {
                 self.metrics.live_deliveries.inc();
-                if !conn.offer(Message::text(out::payload(sub, &fresh.json)), &self.metrics) {
+                if !conn.offer(out::payload(sub, &fresh.json), &self.metrics) {
                     return;
                 }
             }
@@ -189,10 +236,7 @@ impl Hub {
                     }
                     SubState::Live => {
                         self.metrics.live_deliveries.inc();
-                        if !conn.offer(
-                            Message::text(out::payload(sub_id, &fresh.json)),
-                            &self.metrics,
-                        ) {
+                        if !conn.offer(out::payload(sub_id, &fresh.json), &self.metrics) {
                             break;
                         }
                     }
@@ -222,7 +266,7 @@ impl Hub {
                 .any(|s| s.filters.iter().any(|f| f.names_channel(channel)));
             if wants {
                 self.metrics.signals_relayed.inc();
-                conn.offer(Message::text(frame.clone()), &self.metrics);
+                conn.offer(frame.clone(), &self.metrics);
             }
         }
     }

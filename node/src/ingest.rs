@@ -62,6 +62,18 @@ pub async fn ingest(
 
 /// Fields, id and signature, with author keys decoded through the node's cache.
 pub fn check(state: &AppState, text: &str) -> Result<Payload, ProtocolError> {
+    // Before any parsing: 64 tags of 8 strings of 1 KiB, escaped, make a
+    // payload of megabytes within the field rules (PROTOCOL.md 10).
+    let max = state.settings.limits.max_payload_bytes;
+    if text.len() > max {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a payload's JSON is at most {max} bytes (max_payload_bytes); this one is {}",
+                text.len()
+            ),
+        ));
+    }
     let now = meshrelay_protocol::clock::now_wire_secs();
     Payload::from_json_with_keys(text, &state.settings.limits.payload, now, |hex| {
         decode_key_cached(state, hex)

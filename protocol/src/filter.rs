@@ -103,6 +103,34 @@ impl Filter {
         Ok(())
     }
 
+    /// Values over all of the filter's lists: ids, authors, kinds, channels
+    /// and every tag's values. What matching one payload costs grows with it.
+    pub fn value_count(&self) -> usize {
+        let lists = [&self.ids, &self.authors, &self.kinds, &self.channels];
+        let tags = self
+            .tags
+            .as_ref()
+            .map_or(0, |t| t.values().map(Vec::len).sum());
+        lists
+            .iter()
+            .map(|l| l.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
+            + tags
+    }
+
+    /// Refuse a filter holding more than `max` values (`max_filter_values`,
+    /// PROTOCOL.md 10) as `bad_request`.
+    pub fn check_values(&self, max: usize) -> Result<()> {
+        let n = self.value_count();
+        if n > max {
+            return Err(ProtocolError::bad_request(format!(
+                "a filter holds at most {max} values over its lists (ids, authors, kinds, \
+                 channels, tag values); this one holds {n}"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn matches(&self, p: &Payload) -> bool {
         fn in_list(list: &Option<Vec<String>>, v: &str) -> bool {
             list.as_ref().is_none_or(|l| l.iter().any(|x| x == v))
@@ -148,6 +176,22 @@ mod tests {
         assert!(pat.matches("plural/a/b"));
         assert!(!pat.matches("plural"));
         assert!(!pat.matches("pluralx/a"));
+    }
+
+    #[test]
+    fn values_are_counted_over_every_list_tags_included() {
+        let v = serde_json::json!({
+            "kinds": ["post", "note"],
+            "channels": ["a"],
+            "tags": {"t": ["x", "y", "z"], "p": ["q"]},
+        });
+        let f = Filter::from_value(v).unwrap();
+        assert_eq!(f.value_count(), 7);
+        assert!(f.check_values(7).is_ok());
+        let err = f.check_values(6).unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::BadRequest);
+        assert!(err.message.contains("this one holds 7"), "{}", err.message);
+        assert_eq!(Filter::default().value_count(), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod writer;
 pub use admin::{AuditEntry, OutboxDepth, StatsSample};
 pub use federation::{OutboxItem, Peer};
 pub use jobs::{JobRun, Pruned};
-pub use queries::{Cursor, LogPage, StoredRow};
+pub use queries::{Cursor, LogPage, Page, StoredRow};
 pub use states::{OutboxState, PeerStatus};
 pub use writer::{WriteOutcome, Writer, WriterConfig, WriterTask};
 

@@ -52,6 +52,48 @@ pub struct LogPage {
     pub rows: Vec<StoredRow>,
 }
 
+/// One page of a query: its rows, and whether more follow (the page hit its
+/// row limit, or its byte budget first).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub rows: Vec<StoredRow>,
+    pub more: bool,
+}
+
+/// Why `take_within` stopped reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The rows ran out.
+    End,
+    /// `limit` rows were read and more exist.
+    Limit,
+    /// The next row would have passed the byte budget.
+    Bytes,
+}
+
+/// Rows from a stream until `limit` rows or `max_bytes` of JSON (at least one
+/// row): the database hands over no more than the answer can hold.
+async fn take_within<'e, T, E>(
+    mut rows: futures_util::stream::BoxStream<'e, Result<T, E>>,
+    limit: usize,
+    max_bytes: usize,
+    len: impl Fn(&T) -> usize,
+) -> std::result::Result<(Vec<T>, Stop), E> {
+    use futures_util::TryStreamExt;
+    let (mut out, mut bytes) = (Vec::new(), 0usize);
+    while let Some(row) = rows.try_next().await? {
+        if out.len() == limit {
+            return Ok((out, Stop::Limit));
+        }
+        bytes += len(&row);
+        if bytes > max_bytes && !out.is_empty() {
+            return Ok((out, Stop::Bytes));
+        }
+        out.push(row);
+    }
+    Ok((out, Stop::End))
+}
+
 const VISIBLE: &str =
     "NOT p.hidden AND NOT EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author)";
 const COLUMNS: &str = "SELECT p.id, p.seq, p.created_at, p.json FROM payloads p WHERE ";
@@ -161,11 +203,26 @@ impl Store {
         cursor: Option<&Cursor>,
         limit: u32,
     ) -> Result<Vec<StoredRow>> {
+        Ok(self
+            .query_page(filter, cursor, limit, usize::MAX)
+            .await?
+            .rows)
+    }
+
+    /// Like `query`, at most `max_bytes` of JSON (and at least one row); the
+    /// page says whether more follow.
+    pub async fn query_page(
+        &self,
+        filter: &Filter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Page> {
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new(COLUMNS);
             qb.push(VISIBLE);
             if !push_filter(&mut qb, filter) {
-                return Ok(Vec::new());
+                return Ok(Page::default());
             }
             if let Some(c) = cursor {
                 qb.push(" AND (p.created_at < ")
@@ -176,9 +233,12 @@ impl Store {
                     .push_bind(c.id.clone())
                     .push("))");
             }
+            // One row more than asked tells whether another page exists.
             qb.push(" ORDER BY p.created_at DESC, p.id ASC LIMIT ")
-                .push_bind(i64::from(limit));
-            Ok(qb.build_query_as::<StoredRow>().fetch_all(p).await?)
+                .push_bind(i64::from(limit) + 1);
+            let stream = qb.build_query_as::<StoredRow>().fetch(p);
+            let (rows, stop) = take_within(stream, limit as usize, max_bytes, |r| r.json.len()).await?;
+            Ok(Page { rows, more: stop != Stop::End })
         })
     }
 
@@ -195,14 +255,32 @@ impl Store {
     }
 
     /// The author's visible payloads with seq > `after_seq`, seq then id ascending,
-    /// about `limit` of them; never ends inside a seq, so forks stay together.
-    pub async fn author_log(&self, author: &str, after_seq: i64, limit: u32) -> Result<LogPage> {
+    /// about `limit` of them and at most `max_bytes` of JSON; never ends inside
+    /// a seq, so forks stay together, unless one seq's forks alone pass the
+    /// budget (or `limit` more rows): then that seq is cut.
+    pub async fn author_log(
+        &self,
+        author: &str,
+        after_seq: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<LogPage> {
         let limit = limit.max(1);
-        let mut rows = self.log_rows(author, after_seq, None, Some(limit)).await?;
-        if rows.len() == limit as usize {
-            let last = rows.last().cloned().expect("limit is at least 1");
-            let rest = self
-                .log_rows(author, last.seq - 1, Some((last.seq, last.id)), None)
+        let (mut rows, stop) = self
+            .log_rows(author, after_seq, None, limit, max_bytes)
+            .await?;
+        let Some(last) = rows.last().cloned() else {
+            return Ok(LogPage { rows });
+        };
+        if stop == Stop::Bytes && rows.iter().any(|r| r.seq != last.seq) {
+            // Out of budget inside a seq: end the page before it.
+            rows.retain(|r| r.seq != last.seq);
+        } else if stop == Stop::Limit {
+            let used: usize = rows.iter().map(|r| r.json.len()).sum();
+            let group = Some((last.seq, last.id));
+            let budget = max_bytes.saturating_sub(used);
+            let (rest, _) = self
+                .log_rows(author, last.seq - 1, group, limit, budget)
                 .await?;
             rows.extend(rest);
         }
@@ -216,8 +294,9 @@ impl Store {
         author: &str,
         after_seq: i64,
         same_seq_after: Option<(i64, String)>,
-        limit: Option<u32>,
-    ) -> Result<Vec<StoredRow>> {
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredRow>, Stop)> {
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new(COLUMNS);
             qb.push(VISIBLE).push(" AND p.author = ").push_bind(author.to_string());
@@ -229,11 +308,9 @@ impl Store {
                     qb.push(" AND p.seq > ").push_bind(after_seq);
                 }
             }
-            qb.push(" ORDER BY p.seq ASC, p.id ASC");
-            if let Some(limit) = limit {
-                qb.push(" LIMIT ").push_bind(i64::from(limit));
-            }
-            Ok(qb.build_query_as::<StoredRow>().fetch_all(p).await?)
+            qb.push(" ORDER BY p.seq ASC, p.id ASC LIMIT ").push_bind(i64::from(limit) + 1);
+            let stream = qb.build_query_as::<StoredRow>().fetch(p);
+            Ok(take_within(stream, limit as usize, max_bytes, |r| r.json.len()).await?)
         })
     }
 
@@ -298,10 +375,16 @@ impl Store {
         Ok(Some(items))
     }
 
-    /// The JSON of the visible payloads among `ids` (missing and hidden ones left out).
-    pub async fn payloads_by_ids(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+    /// The JSON of the visible payloads among `ids` (missing and hidden ones
+    /// left out), at most `max_bytes` of it (and at least one); true in the
+    /// second field when some were left unread for the budget.
+    pub async fn payloads_by_ids(
+        &self,
+        ids: &[String],
+        max_bytes: usize,
+    ) -> Result<(Vec<(String, String)>, bool)> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT p.id, p.json FROM payloads p WHERE ");
@@ -311,7 +394,9 @@ impl Store {
                 sep.push_bind(id.clone());
             }
             qb.push(")");
-            Ok(qb.build_query_as::<(String, String)>().fetch_all(p).await?)
+            let stream = qb.build_query_as::<(String, String)>().fetch(p);
+            let (rows, stop) = take_within(stream, ids.len(), max_bytes, |(_, j)| j.len()).await?;
+            Ok((rows, stop == Stop::Bytes))
         })
     }
 

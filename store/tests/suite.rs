@@ -95,6 +95,7 @@ on_both_backends!(
     queries_order_newest_first_and_page_with_a_cursor,
     filters_select_by_channel_prefix_tag_author_kind_and_time,
     head_and_log_keep_forks_together,
+    pages_stop_at_their_byte_budget_and_say_more_follow,
     a_delete_hides_its_authors_payloads_in_either_order,
     a_blocked_author_is_refused_and_hidden_until_unblocked,
     an_operator_can_hide_one_payload,
@@ -333,16 +334,54 @@ async fn head_and_log_keep_forks_together(store: &Store) {
     assert_eq!((head.seq, head.id), (3, p3.id.clone()));
 
     // A page of 2 would end inside seq 2; it is extended to hold both forks.
-    let page = store.author_log(&author, 0, 2).await.unwrap();
+    let page = store.author_log(&author, 0, 2, usize::MAX).await.unwrap();
     let mut forks = [p2a.id.clone(), p2b.id.clone()];
     forks.sort();
     assert_eq!(
         ids(&page.rows),
         vec![p1.id.clone(), forks[0].clone(), forks[1].clone()]
     );
-    let rest = store.author_log(&author, 2, 2).await.unwrap();
+    let rest = store.author_log(&author, 2, 2, usize::MAX).await.unwrap();
     assert_eq!(ids(&rest.rows), vec![p3.id.clone()]);
     assert!(store.head(&"cd".repeat(32)).await.unwrap().is_none());
+
+    // Out of bytes inside seq 2, a page ends before it instead of splitting it.
+    let one = p1.to_json().len();
+    let page = store.author_log(&author, 0, 10, one + 10).await.unwrap();
+    assert_eq!(ids(&page.rows), vec![p1.id.clone()]);
+    // A seq whose forks alone pass the budget is cut, never unbounded.
+    let page = store.author_log(&author, 1, 10, 1).await.unwrap();
+    assert_eq!(page.rows.len(), 1);
+}
+
+async fn pages_stop_at_their_byte_budget_and_say_more_follow(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let mut all = Vec::new();
+    for i in 0..6u64 {
+        let p = payload(&key, i + 1, 5000 + i, "budget", vec![]);
+        put(&w, &p).await;
+        all.push(p);
+    }
+    all.reverse(); // newest first
+    let size = all[0].to_json().len();
+    let f: Filter = serde_json::from_str(r#"{"channels":["budget"]}"#).unwrap();
+    let page = store.query_page(&f, None, 100, size * 2 + 1).await.unwrap();
+    assert_eq!(ids(&page.rows), vec![all[0].id.clone(), all[1].id.clone()]);
+    assert!(page.more, "cut by bytes, so more follow");
+    // At least one row, whatever the budget, so paging always advances.
+    let page = store.query_page(&f, None, 100, 1).await.unwrap();
+    assert_eq!((page.rows.len(), page.more), (1, true));
+    let page = store.query_page(&f, None, 6, usize::MAX).await.unwrap();
+    assert_eq!((page.rows.len(), page.more), (6, false));
+    let page = store.query_page(&f, None, 5, usize::MAX).await.unwrap();
+    assert_eq!((page.rows.len(), page.more), (5, true));
+
+    let asked: Vec<String> = all.iter().map(|p| p.id.clone()).collect();
+    let (found, more) = store.payloads_by_ids(&asked, size * 3 + 1).await.unwrap();
+    assert_eq!((found.len(), more), (3, true));
+    let (found, more) = store.payloads_by_ids(&asked, usize::MAX).await.unwrap();
+    assert_eq!((found.len(), more), (6, false));
 }
 
 fn delete_of(key: &NodeKey, seq: u64, targets: &[&Payload]) -> Payload {
@@ -383,7 +422,10 @@ async fn a_delete_hides_its_authors_payloads_in_either_order(store: &Store) {
     // publishing a hidden payload again is a duplicate and does not unhide it
     assert_eq!(put(&w, &early).await, WriteOutcome::Duplicate);
     assert_eq!(store.get_payload(&early.id).await.unwrap(), None);
-    let log = store.author_log(&me.public_hex(), 0, 100).await.unwrap();
+    let log = store
+        .author_log(&me.public_hex(), 0, 100, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(ids(&log.rows), vec![del.id.clone()]);
     assert_eq!(
         store.head(&me.public_hex()).await.unwrap().unwrap().id,

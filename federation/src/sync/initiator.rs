@@ -19,6 +19,9 @@ use crate::peer_client::{FetchAnswer, InboxAnswer, InboxBody};
 use crate::router::wants;
 use crate::Federation;
 
+/// Bytes of payloads read from the store at once while pushing.
+const PUSH_READ_BYTES: usize = 4 * 1024 * 1024;
+
 /// Where a sync tells how far it got (the operator's `meshrelay sync` shows
 /// a progress bar from it).
 pub trait Progress: Send + Sync {
@@ -364,34 +367,26 @@ impl Run<'_> {
         (stored, refused)
     }
 
-    /// Push through the peer's inbox what it lacks and wants, as `sync` items.
+    /// Push through the peer's inbox what it lacks and wants, as `sync` items,
+    /// reading a few MiB of payloads at a time and sending them before the next.
     async fn push(&self, have: Vec<String>) -> anyhow::Result<Moved> {
         let began = Instant::now();
         let mut moved = Moved::default();
         for chunk in have.chunks(MAX_FETCH_IDS) {
-            for body in self.push_bodies(chunk).await? {
-                let n = body.len() as u64;
-                let answer = self
+            let mut left: Vec<String> = chunk.to_vec();
+            while !left.is_empty() {
+                let (rows, more) = self
                     .fed
-                    .client
-                    .inbox(&self.target.inbox, body)
-                    .await
-                    .with_context(|| format!("push to {}", self.target.inbox))?;
-                moved.bytes += answer.body.len() as u64;
-                if answer.status != 202 {
-                    bail!(
-                        "push refused: HTTP {}: {}",
-                        answer.status,
-                        answer.excerpt(crate::MAX_ERROR_TEXT)
-                    );
+                    .store
+                    .payloads_by_ids(&left, PUSH_READ_BYTES)
+                    .await?;
+                let read: HashSet<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+                left.retain(|id| !read.contains(id.as_str()));
+                for body in self.push_bodies(&rows) {
+                    self.push_one(body, &mut moved).await?;
                 }
-                let a: InboxAnswer =
-                    serde_json::from_slice(&answer.body).context("inbox answer")?;
-                moved.items += a.accepted;
-                moved.rejected += a.rejected.len() as u64;
-                self.moved("pushed", a.accepted);
-                if let Some(p) = self.progress {
-                    p.advance(n);
+                if !more {
+                    break;
                 }
             }
         }
@@ -399,12 +394,38 @@ impl Run<'_> {
         Ok(moved)
     }
 
-    /// The inbox bodies carrying those of `ids` that the peer wants.
-    async fn push_bodies(&self, ids: &[String]) -> anyhow::Result<Vec<InboxBody>> {
-        let found = self.fed.store.payloads_by_ids(ids).await?;
+    /// Deliver one inbox body to the peer and count what it accepted.
+    async fn push_one(&self, body: InboxBody, moved: &mut Moved) -> anyhow::Result<()> {
+        let n = body.len() as u64;
+        let answer = self
+            .fed
+            .client
+            .inbox(&self.target.inbox, body)
+            .await
+            .with_context(|| format!("push to {}", self.target.inbox))?;
+        moved.bytes += answer.body.len() as u64;
+        if answer.status != 202 {
+            bail!(
+                "push refused: HTTP {}: {}",
+                answer.status,
+                answer.excerpt(crate::MAX_ERROR_TEXT)
+            );
+        }
+        let a: InboxAnswer = serde_json::from_slice(&answer.body).context("inbox answer")?;
+        moved.items += a.accepted;
+        moved.rejected += a.rejected.len() as u64;
+        self.moved("pushed", a.accepted);
+        if let Some(p) = self.progress {
+            p.advance(n);
+        }
+        Ok(())
+    }
+
+    /// The inbox bodies carrying those of `rows` that the peer wants.
+    fn push_bodies(&self, rows: &[(String, String)]) -> Vec<InboxBody> {
         let mut bodies = vec![InboxBody::default()];
-        for (_, json) in found {
-            let wanted = serde_json::from_str::<Payload>(&json)
+        for (_, json) in rows {
+            let wanted = serde_json::from_str::<Payload>(json)
                 .map(|p| wants(&self.target.subscribe, &p))
                 .unwrap_or(false);
             if !wanted || !InboxBody::fits_alone(json.len()) {
@@ -413,10 +434,10 @@ impl Run<'_> {
             if !bodies.last().is_some_and(|b| b.has_room(json.len())) {
                 bodies.push(InboxBody::default());
             }
-            bodies.last_mut().expect("never empty").push(&json, 1, true);
+            bodies.last_mut().expect("never empty").push(json, 1, true);
         }
         bodies.retain(|b| !b.is_empty());
-        Ok(bodies)
+        bodies
     }
 }
 

@@ -77,7 +77,12 @@ pub async fn log(
         .limit
         .unwrap_or(100)
         .clamp(1, state.settings.limits.max_limit);
-    let page = state.store.author_log(&key, after, limit).await?;
+    let budget = state
+        .settings
+        .limits
+        .max_response_bytes
+        .saturating_sub(1024);
+    let page = state.store.author_log(&key, after, limit, budget).await?;
     Ok(Json(LogResponse {
         author: key,
         payloads: raw_payloads(page.rows.into_iter().map(|r| r.json))?,

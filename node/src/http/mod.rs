@@ -32,15 +32,20 @@ pub mod ws;
 )]
 struct ApiDoc;
 
-/// Largest request body: a payload at the content limit plus the most its other
-/// fields can take (64 tags of 8 strings of 1 KiB), with room for JSON escaping.
-pub fn max_body_bytes(max_content_bytes: usize) -> usize {
-    max_content_bytes * 6 + 64 * 8 * 1024 * 6 + 16 * 1024
+/// Room a WebSocket frame takes around the payload it carries
+/// (`{"op":"publish","payload":...}`), or a subscribe frame around its filters.
+pub const FRAME_ENVELOPE_BYTES: usize = 1024;
+
+/// Largest WebSocket client frame: one payload at `max_payload_bytes` and its
+/// envelope. A larger frame ends the connection (1009).
+pub fn max_frame_bytes(limits: &crate::settings::ClientLimits) -> usize {
+    limits.max_payload_bytes + FRAME_ENVELOPE_BYTES
 }
 
 /// The router and the OpenAPI document describing it.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let body_limit = max_body_bytes(state.settings.limits.payload.max_content_bytes);
+    // A published payload is the whole body: `max_payload_bytes` (PROTOCOL.md 10).
+    let body_limit = state.settings.limits.max_payload_bytes;
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(payloads::publish, payloads::query))
         .routes(routes!(payloads::get_one))

@@ -22,7 +22,15 @@ pub fn limits_json(state: &AppState) -> Value {
         "max_limit": s.limits.max_limit,
         "max_subscriptions": s.limits.max_subscriptions,
         "max_filters": s.limits.max_filters,
-        "max_message_bytes": crate::http::max_body_bytes(s.limits.payload.max_content_bytes),
+        "max_message_bytes": crate::http::max_frame_bytes(&s.limits),
+        "max_payload_bytes": s.limits.max_payload_bytes,
+        "max_filter_values": s.limits.max_filter_values,
+        "max_response_bytes": s.limits.max_response_bytes,
+        "ws_queue_bytes": s.limits.ws_queue_bytes,
+        "ws_idle_secs": s.limits.ws_idle_secs,
+        "max_connections_per_ip": s.connections.max_connections_per_ip,
+        "publish_rate": s.limits.publish_rate,
+        "publish_burst": s.limits.publish_burst,
     })
 }
 

@@ -116,26 +116,28 @@ pub async fn query(
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult<Json<QueryResponse>> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let q = parse_query(&params, state.settings.limits.max_limit)?;
+    let limits = &state.settings.limits;
+    let q = parse_query(&params, limits.max_limit)?;
+    q.filter.check_values(limits.max_filter_values)?;
     if q.limit == 0 {
         return Ok(Json(QueryResponse {
             payloads: vec![],
             next_cursor: None,
         }));
     }
-    // One row more than asked tells whether another page exists.
-    let mut rows = state
+    // A page holds at most max_response_bytes of payloads: past it, it stops
+    // early and gives its cursor.
+    let budget = limits.max_response_bytes.saturating_sub(1024);
+    let page = state
         .store
-        .query(&q.filter, q.cursor.as_ref(), q.limit + 1)
+        .query_page(&q.filter, q.cursor.as_ref(), q.limit, budget)
         .await?;
-    let next_cursor = if rows.len() > q.limit as usize {
-        rows.truncate(q.limit as usize);
-        rows.last().map(|r| Cursor::after(r).encode())
-    } else {
-        None
+    let next_cursor = match page.more {
+        true => page.rows.last().map(|r| Cursor::after(r).encode()),
+        false => None,
     };
     Ok(Json(QueryResponse {
-        payloads: raw_payloads(rows.into_iter().map(|r| r.json))?,
+        payloads: raw_payloads(page.rows.into_iter().map(|r| r.json))?,
         next_cursor,
     }))
 }

@@ -1,6 +1,7 @@
 //! One WebSocket connection (PROTOCOL.md 4.2): a reader that handles ops and a
-//! writer that drains one bounded queue. The queue is the only buffer: when live
-//! traffic overflows it, the connection is closed with 1008 `slow consumer`.
+//! writer that drains one queue bounded in bytes (`ws_queue_bytes`). The queue
+//! is the only buffer: a frame that would overflow it closes the connection
+//! with 1008 `slow consumer`; a client silent for `ws_idle_secs` is closed 1001.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
     responses((status = 101, description = "Switching to the meshrelay WebSocket protocol"))
 )]
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    let max = super::max_body_bytes(state.settings.limits.payload.max_content_bytes);
+    let max = super::max_frame_bytes(&state.settings.limits);
     let tracker = state.ws_tasks.clone();
     // tungstenite allocates its whole read buffer per connection up front (128
     // KiB by default): most of an idle connection's memory. 4 KiB grows on
@@ -49,16 +50,20 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
 
 async fn connection(socket: WebSocket, state: AppState) {
     let (sink, mut stream) = socket.split();
-    let bound = state.settings.ws_queue_bound();
-    let (tx, rx) = mpsc::channel::<Message>(bound);
-    let conn = state.hub.register(tx.clone(), bound);
+    let limits = &state.settings.limits;
+    // Bytes bound the queue; the frame count only keeps tiny frames in check.
+    let frames = (limits.ws_queue_bytes / crate::hub::frame_cost(0)).max(16);
+    let (tx, rx) = mpsc::channel::<Message>(frames);
+    let held = state.settings.ws_queue_bound();
+    let conn = state.hub.register(tx, held, limits.ws_queue_bytes);
+    let idle = Duration::from_secs(limits.ws_idle_secs);
     let challenge = hex::encode(rand::random::<[u8; 32]>());
     let hello = out::hello(
         &state.node_hex(),
         &challenge,
         &super::ops::limits_json(&state),
     );
-    let _ = tx.try_send(Message::text(hello));
+    conn.offer(hello, &state.metrics);
     let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), state.shutdown.clone()));
 
     let shutdown = state.shutdown.clone();
@@ -66,22 +71,28 @@ async fn connection(socket: WebSocket, state: AppState) {
     let mut session = Session {
         state,
         conn: conn.clone(),
-        tx,
         challenge,
         pubkey: None,
         inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_PUBLISHES)),
         limiter: state_limits.for_connection(),
     };
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         tokio::select! {
-            msg = stream.next() => match msg {
+            msg = stream.next() => {
+                deadline = tokio::time::Instant::now() + idle;
+                match msg {
                 Some(Ok(Message::Text(text))) => session.handle(text.as_str()).await,
                 Some(Ok(Message::Binary(_))) => {
                     session.send_error(ProtocolError::bad_request("frames are JSON text, not binary"), None).await
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-            },
+            }},
+            _ = tokio::time::sleep_until(deadline) => {
+                session.conn.close_idle(&session.state.metrics);
+                break;
+            }
             _ = conn.kill.cancelled() => break,
             _ = shutdown.cancelled() => break,
         }
@@ -127,7 +138,12 @@ async fn write_loop(
                 }
                 let write = async {
                     for m in burst {
+                        let len = match &m {
+                            Message::Text(t) => crate::hub::frame_cost(t.len()),
+                            _ => 0,
+                        };
                         sink.feed(m).await?;
+                        conn.written(len);
                     }
                     sink.flush().await
                 };
@@ -140,8 +156,10 @@ async fn write_loop(
         }
     };
     let ending = ending.or_else(|| {
-        conn.close_reason()
-            .map(|CloseReason::SlowConsumer| close(1008, "slow consumer"))
+        conn.close_reason().map(|reason| match reason {
+            CloseReason::SlowConsumer => close(1008, "slow consumer"),
+            CloseReason::Idle => close(1001, "idle"),
+        })
     });
     if let Some(frame) = ending {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(frame)).await;
@@ -153,7 +171,6 @@ async fn write_loop(
 struct Session {
     state: AppState,
     conn: Arc<Conn>,
-    tx: mpsc::Sender<Message>,
     /// The random challenge of our hello, signed by a client to authenticate.
     challenge: String,
     /// The key the client proved, once it authenticated.
@@ -164,8 +181,9 @@ struct Session {
 }
 
 impl Session {
+    /// Queue a frame; past the byte bound the connection closes instead.
     async fn send(&self, text: String) {
-        let _ = self.tx.send(Message::text(text)).await;
+        self.conn.offer(text, &self.state.metrics);
     }
 
     async fn send_error(&self, err: ProtocolError, reference: Option<&str>) {
@@ -250,7 +268,7 @@ impl Session {
             return;
         };
         let state = self.state.clone();
-        let tx = self.tx.clone();
+        let conn = self.conn.clone();
         tokio::spawn(async move {
             let answer = match ingest(&state, &raw, "ws").await {
                 Ok(a) => out::ok_accepted(&a.id, a.duplicate),
@@ -263,7 +281,7 @@ impl Session {
                     out::ok_refused(id.as_deref(), &e)
                 }
             };
-            let _ = tx.send(Message::text(answer)).await;
+            conn.offer(answer, &state.metrics);
             drop(permit);
         });
     }
@@ -289,35 +307,24 @@ impl Session {
             ));
             return self.send_error(err, Some(&sub)).await;
         }
+        if let Some(err) = filters
+            .iter()
+            .find_map(|f| f.check_values(settings.limits.max_filter_values).err())
+        {
+            return self.send_error(err, Some(&sub)).await;
+        }
         let hub = &self.state.hub;
         hub.begin_subscription(&self.conn, &sub, filters.clone());
-
-        // Stored matches, newest first, each filter up to its own limit.
-        let mut rows = Vec::new();
-        for f in &filters {
-            let limit = f
-                .limit
-                .unwrap_or(100)
-                .min(u64::from(settings.limits.max_limit)) as u32;
-            if limit == 0 {
-                continue;
+        let rows = match self.backfill(&filters).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = ?e, "subscription backfill failed");
+                hub.end_subscription(&self.conn, &sub);
+                let err =
+                    ProtocolError::new(ErrorCode::Internal, "stored results could not be read");
+                return self.send_error(err, Some(&sub)).await;
             }
-            match self.state.store.query(f, None, limit).await {
-                Ok(r) => rows.extend(r),
-                Err(e) => {
-                    tracing::error!(error = ?e, "subscription backfill failed");
-                    hub.end_subscription(&self.conn, &sub);
-                    let err =
-                        ProtocolError::new(ErrorCode::Internal, "stored results could not be read");
-                    return self.send_error(err, Some(&sub)).await;
-                }
-            }
-        }
-        rows.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        };
         let mut sent = HashSet::new();
         for row in rows {
             if sent.insert(row.id.clone()) {
@@ -326,5 +333,33 @@ impl Session {
         }
         self.send(out::eose(&sub)).await;
         hub.go_live(&self.conn, &sub, &sent);
+    }
+
+    /// Stored matches, newest first, each filter up to its own limit, and all
+    /// together at most half of `ws_queue_bytes` of JSON (the newest that
+    /// fit), so a whole backfill always fits in an empty queue.
+    async fn backfill(
+        &self,
+        filters: &[Filter],
+    ) -> meshrelay_store::Result<Vec<meshrelay_store::StoredRow>> {
+        let limits = &self.state.settings.limits;
+        let mut budget = limits.ws_queue_bytes / 2;
+        let mut rows = Vec::new();
+        for f in filters {
+            let limit = f.limit.unwrap_or(100).min(u64::from(limits.max_limit)) as u32;
+            if limit == 0 || budget == 0 {
+                continue;
+            }
+            let page = self.state.store.query_page(f, None, limit, budget).await?;
+            let used: usize = page.rows.iter().map(|r| r.json.len()).sum();
+            budget = budget.saturating_sub(used);
+            rows.extend(page.rows);
+        }
+        rows.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(rows)
     }
 }

@@ -78,6 +78,20 @@ struct Raw {
     max_filters: usize,
     publish_rate: u32,
     publish_burst: u32,
+    // bounds (PROTOCOL.md 10)
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    ws_queue_bytes: usize,
+    ws_idle_secs: u64,
+    request_timeout_secs: u64,
+    max_response_bytes: usize,
+    max_filter_values: usize,
+    max_payload_bytes: usize,
+    max_peers: usize,
+    announce_rate: u32,
+    inbox_rate: u32,
+    sync_max_rounds: u32,
+    sync_max_secs: u64,
     // jobs
     poll_schedule: String,
     sync_schedule: String,
@@ -117,6 +131,19 @@ impl Default for Raw {
             max_filters: 10,
             publish_rate: 50,
             publish_burst: 100,
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            ws_queue_bytes: 8 * 1024 * 1024,
+            ws_idle_secs: 300,
+            request_timeout_secs: 30,
+            max_response_bytes: 4 * 1024 * 1024,
+            max_filter_values: 256,
+            max_payload_bytes: 256 * 1024,
+            max_peers: 1000,
+            announce_rate: 10,
+            inbox_rate: 50,
+            sync_max_rounds: 64,
+            sync_max_secs: 120,
             poll_schedule: "0 */15 * * * *".into(),
             sync_schedule: "0 0 * * * *".into(),
             prune_schedule: "0 30 3 * * *".into(),
@@ -161,6 +188,7 @@ pub struct Settings {
     /// what peers reach and what signatures are checked against).
     pub federation: meshrelay_federation::Config,
     pub limits: ClientLimits,
+    pub connections: Connections,
     pub jobs: Jobs,
     /// What loading noticed but did not refuse (unknown `MESHRELAY_*`
     /// variables), logged once logging is set up.
@@ -183,6 +211,28 @@ pub struct ClientLimits {
     pub publish_rate: u32,
     /// Publishes allowed in a burst above the sustained rate.
     pub publish_burst: u32,
+    /// One payload's JSON as received; larger is `too_large`.
+    pub max_payload_bytes: usize,
+    /// Values over all lists of one filter (ids, authors, kinds, channels, tag values).
+    pub max_filter_values: usize,
+    /// One query, log or fetch answer; a page stops early and gives its cursor.
+    pub max_response_bytes: usize,
+    /// Bytes queued to one WebSocket; past it, close 1008 `slow consumer`.
+    /// One subscription's backfill is cut to it, so a full backfill always fits.
+    pub ws_queue_bytes: usize,
+    /// A WebSocket with no frame from the client this long is closed 1001.
+    pub ws_idle_secs: u64,
+}
+
+/// What one listener holds open (PROTOCOL.md 10).
+#[derive(Debug, Clone)]
+pub struct Connections {
+    /// Open client connections, HTTP and WebSocket, over all addresses.
+    pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// Reading a request's head, and its body, each at most this long.
+    pub request_timeout_secs: u64,
 }
 
 /// The scheduled jobs' settings.
@@ -233,9 +283,16 @@ fn resolve_federation(raw: &Raw) -> anyhow::Result<meshrelay_federation::Config>
         retry_min_secs: raw.retry_min_secs,
         retry_max_secs: raw.retry_max_secs,
         max_delivery_age_secs: raw.max_delivery_age_secs,
+        max_peers: raw.max_peers,
+        announce_rate: raw.announce_rate,
+        inbox_rate: raw.inbox_rate,
+        max_filter_values: raw.max_filter_values.max(1),
+        max_payload_bytes: raw.max_payload_bytes.max(1024),
         sync: meshrelay_federation::SyncConfig {
             window_days: raw.sync_window_days,
             max_items: raw.sync_max_items.max(1),
+            max_rounds: raw.sync_max_rounds.max(1),
+            max_secs: raw.sync_max_secs.max(1),
         },
     })
 }
@@ -255,6 +312,13 @@ impl ClientLimits {
             max_filters: raw.max_filters,
             publish_rate: raw.publish_rate,
             publish_burst: raw.publish_burst,
+            max_payload_bytes: raw.max_payload_bytes.max(1024),
+            max_filter_values: raw.max_filter_values.max(1),
+            max_response_bytes: raw
+                .max_response_bytes
+                .max(raw.max_payload_bytes.max(1024) + 1024),
+            ws_queue_bytes: raw.ws_queue_bytes.max(raw.max_payload_bytes.max(1024) * 2),
+            ws_idle_secs: raw.ws_idle_secs.max(1),
         })
     }
 }
@@ -360,6 +424,11 @@ impl Settings {
         }
         let jobs = Jobs::resolve(&raw)?;
         let limits = ClientLimits::resolve(&raw)?;
+        let connections = Connections {
+            max_connections: raw.max_connections.max(1),
+            max_connections_per_ip: raw.max_connections_per_ip.max(1),
+            request_timeout_secs: raw.request_timeout_secs.max(1),
+        };
         let federation = resolve_federation(&raw)?;
         Ok(Settings {
             public_url_explicit: raw.public_url.is_some(),
@@ -372,6 +441,7 @@ impl Settings {
             blob_store: raw.blob_store,
             federation,
             limits,
+            connections,
             jobs,
             warnings: Vec::new(),
         })

@@ -156,6 +156,39 @@ fn every_flat_setting_works_as_a_key_and_as_a_variable() {
         ("disabled_jobs", "\"sync,prune\"", "sync,prune", |s| {
             s.jobs.disabled_jobs == ["sync", "prune"]
         }),
+        ("max_connections", "20", "20", |s| {
+            s.connections.max_connections == 20
+        }),
+        ("max_connections_per_ip", "3", "3", |s| {
+            s.connections.max_connections_per_ip == 3
+        }),
+        ("ws_queue_bytes", "9000000", "9000000", |s| {
+            s.limits.ws_queue_bytes == 9_000_000
+        }),
+        ("ws_idle_secs", "5", "5", |s| s.limits.ws_idle_secs == 5),
+        ("request_timeout_secs", "4", "4", |s| {
+            s.connections.request_timeout_secs == 4
+        }),
+        ("max_response_bytes", "5000000", "5000000", |s| {
+            s.limits.max_response_bytes == 5_000_000
+        }),
+        ("max_filter_values", "12", "12", |s| {
+            s.limits.max_filter_values == 12 && s.federation.max_filter_values == 12
+        }),
+        ("max_payload_bytes", "100000", "100000", |s| {
+            s.limits.max_payload_bytes == 100_000 && s.federation.max_payload_bytes == 100_000
+        }),
+        ("max_peers", "5", "5", |s| s.federation.max_peers == 5),
+        ("announce_rate", "2", "2", |s| {
+            s.federation.announce_rate == 2
+        }),
+        ("inbox_rate", "7", "7", |s| s.federation.inbox_rate == 7),
+        ("sync_max_rounds", "8", "8", |s| {
+            s.federation.sync.max_rounds == 8
+        }),
+        ("sync_max_secs", "9", "9", |s| {
+            s.federation.sync.max_secs == 9
+        }),
     ];
     let names = Raw::names();
     assert_eq!(
