@@ -315,6 +315,18 @@ impl Federation {
             .store
             .record_poll_ok(&peer.node, &subscribe, &doc.doc.inbox, now_secs())
             .await;
+        // It answers again (5.3): deliver to it again, without waiting for a
+        // delivery to succeed first (its queue may be empty, all given up).
+        if peer.status == PeerStatus::Unreachable
+            && matches!(
+                self.store
+                    .swap_peer_status(&peer.node, PeerStatus::Unreachable, PeerStatus::Active)
+                    .await,
+                Ok(true)
+            )
+        {
+            tracing::info!(peer = %peer.node, "peer answers its poll again; active");
+        }
         Ok(true)
     }
 }

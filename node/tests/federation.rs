@@ -572,3 +572,94 @@ async fn partitioned_processes_converge_with_one_meshrelay_sync() {
     }
     assert_eq!(total, 2000, "A serves both sides' payloads");
 }
+
+/// How the node in `dir` records its one peer (read from its database).
+async fn peer_status(dir: &std::path::Path) -> Option<meshrelay_store::PeerStatus> {
+    let url = format!("sqlite://{}", dir.join("data/meshrelay.db").display());
+    let store = meshrelay_store::Store::connect(&url).await.unwrap();
+    let status = store.peers().await.unwrap().first().map(|p| p.status);
+    store.close().await;
+    status
+}
+
+/// Publish in small rounds at `node` until it records its peer unreachable
+/// (each round gives its delivery loop new items to fail on).
+async fn publish_until_unreachable(node: &Node, dir: &std::path::Path, tag: &str) -> u64 {
+    let key = NodeKey::generate();
+    let client = reqwest::Client::new();
+    let mut seq = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while peer_status(dir).await != Some(meshrelay_store::PeerStatus::Unreachable) {
+        assert!(
+            Instant::now() < deadline,
+            "{tag}: the peer was never marked unreachable"
+        );
+        for _ in 0..20 {
+            seq += 1;
+            let p = post(&key, seq, "mesh/heal", &format!("{tag} {seq}"));
+            let r = client
+                .post(format!("{}/v1/payloads", node.base))
+                .body(p.to_json())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    seq
+}
+
+async fn healed_count(node: &Node) -> usize {
+    let (_, page) = node.json("/v1/payloads?channels=mesh/heal&limit=500").await;
+    page["payloads"].as_array().map_or(0, Vec::len)
+}
+
+/// PROTOCOL.md 5.3, 5.5: a partition long enough for both sides to give up
+/// their forwards and mark each other unreachable heals by the scheduled sync
+/// alone (polling is left at its default of every 15 minutes).
+#[tokio::test]
+async fn a_partition_heals_by_scheduled_sync_after_both_sides_marked_the_other_unreachable() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lossy = vars(&[
+        ("MESHRELAY_MAX_DELIVERY_AGE_SECS", "1"),
+        ("MESHRELAY_SYNC_SCHEDULE", "*/2 * * * * *"),
+    ]);
+    let a = Node::start(da.path(), &lossy).await;
+    let pa = a.port;
+    let a_url = a.base.clone();
+    let mut with_seed = lossy.clone();
+    with_seed.push(("MESHRELAY_SEED_PEERS", &a_url));
+    let b = Node::start(db.path(), &with_seed).await;
+    let pb = b.port;
+    eventually("B to join A", 20, async || {
+        peer_count(&a).await == 1 && peer_count(&b).await == 1
+    })
+    .await;
+
+    // B is down while A takes payloads until it gives B up as unreachable.
+    b.signal("-TERM");
+    assert!(b.wait().await.success());
+    let on_a = publish_until_unreachable(&a, da.path(), "on a").await;
+    eventually("A to give up its forwards", 30, async || {
+        pending_outbox(da.path()).await == 0
+    })
+    .await;
+    a.signal("-TERM");
+    assert!(a.wait().await.success());
+    // Then A is down while B does the same.
+    let b = Node::start_on(db.path(), pb, &with_seed).await;
+    let on_b = publish_until_unreachable(&b, db.path(), "on b").await;
+    eventually("B to give up its forwards", 30, async || {
+        pending_outbox(db.path()).await == 0
+    })
+    .await;
+
+    // Both up again, each recording the other unreachable: sync heals it.
+    let a = Node::start_on(da.path(), pa, &lossy).await;
+    let total = (on_a + on_b) as usize;
+    eventually("both to hold every payload", 60, async || {
+        healed_count(&a).await == total && healed_count(&b).await == total
+    })
+    .await;
+}

@@ -51,9 +51,10 @@ impl PeerStatus {
         matches!(self, Self::Active | Self::Unreachable)
     }
 
-    /// The scheduled sync reconciles with it.
+    /// The scheduled sync reconciles with it: sync is how a partition heals,
+    /// so an unreachable peer is tried too (PROTOCOL.md 5.5).
     pub fn is_sync_target(self) -> bool {
-        matches!(self, Self::Active)
+        matches!(self, Self::Active | Self::Unreachable)
     }
 
     /// The scheduled poll fetches its document (every peer not blocked, 5.3).
@@ -186,6 +187,7 @@ mod tests {
             let live = matches!(s, Active | Unreachable);
             assert_eq!(s.accepts_inbox(), live, "{s}");
             assert_eq!(s.receives_forwards(), live, "{s}");
+            assert_eq!(s.is_sync_target(), live, "{s}");
         }
         assert!(!Blocked.is_polled());
         assert!(KeyChanged.is_polled());

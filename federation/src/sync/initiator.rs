@@ -498,7 +498,8 @@ impl Federation {
         })
     }
 
-    /// The `sync` job: every sync target over the configured window.
+    /// The `sync` job: every sync target (active or unreachable) over the
+    /// configured window.
     pub async fn sync_all(&self, ingest: &dyn Ingest) -> anyhow::Result<String> {
         let window = self.default_sync_window();
         let targets = self.sync_targets().await?;

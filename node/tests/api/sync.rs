@@ -345,3 +345,33 @@ async fn sync_and_fetch_refuse_strangers_and_bad_requests() {
         .collect();
     assert_eq!(got, stored.into_iter().collect());
 }
+
+#[tokio::test]
+async fn an_unreachable_peer_that_answers_its_poll_is_active_again_and_synced() {
+    use meshrelay_store::PeerStatus;
+    let a = spawn_app_with(&[PRIVATE]).await;
+    let b = spawn_app_with(&[PRIVATE]).await;
+    link(&a, &b).await;
+    let b_key = b.state.node_hex();
+    a.state
+        .store
+        .set_peer_status(&b_key, PeerStatus::Unreachable)
+        .await
+        .unwrap();
+    // Sync runs with it while it is unreachable: that is how a partition heals.
+    let targets = a.state.federation.sync_targets().await.unwrap();
+    assert!(targets.iter().any(|t| t.node == b_key), "{targets:?}");
+    let (_, outcome) = a.state.federation.poll_now(&b_key).await.unwrap().unwrap();
+    assert!(matches!(outcome, Ok(true)));
+    let status = a.state.store.peer(&b_key).await.unwrap().unwrap().status;
+    assert_eq!(status, PeerStatus::Active);
+    // An operator's block is never undone by a poll.
+    a.state
+        .store
+        .set_peer_status(&b_key, PeerStatus::Blocked)
+        .await
+        .unwrap();
+    a.state.federation.poll_now(&b_key).await.unwrap();
+    let status = a.state.store.peer(&b_key).await.unwrap().unwrap().status;
+    assert_eq!(status, PeerStatus::Blocked);
+}
