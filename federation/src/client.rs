@@ -46,6 +46,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking, 198.18.0.0/15
                 || o[0] >= 240) // reserved
         }
         IpAddr::V6(v6) => {
@@ -53,11 +54,29 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            };
+            // Addresses that carry an IPv4 address reach it: judge that one.
+            if s[..6] == [0, 0, 0, 0, 0, 0] && (s[6] != 0 || s[7] > 1) {
+                return embedded(s[6], s[7]); // IPv4-compatible, ::a.b.c.d
+            }
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return embedded(s[6], s[7]); // NAT64, 64:ff9b::/96
+            }
+            if s[0] == 0x2002 {
+                return embedded(s[1], s[2]); // 6to4, 2002::/16
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64, 64:ff9b:1::/48
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo: hides an IPv4 address
                 || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
         }
     }
@@ -119,6 +138,8 @@ impl Outbound {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
+            // HTTP(S)_PROXY must not carry peer requests past the address filter.
+            .no_proxy()
             .user_agent(concat!("meshrelay/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("building the HTTP client");
@@ -252,10 +273,28 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "255.255.255.255",
+            "198.18.0.1",
+            "198.19.255.255",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "::127.0.0.1",
+            "::10.1.2.3",
+            "fec0::1",
+            "2001:0:4136:e378::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "93.184.216.34", "2606:4700:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            "64:ff9b::1.1.1.1",
+            "2002:101:101::1",
+            "198.20.0.1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

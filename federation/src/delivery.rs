@@ -154,10 +154,9 @@ impl Federation {
             for item in batch {
                 body.push(item.json.as_deref().unwrap_or("null"), item.hops, false);
             }
-            async move {
-                let _permit = self.deliveries.acquire().await;
-                self.client.inbox(inbox, body).await
-            }
+            // Each peer's loop holds at most PIPELINE requests: a slow peer
+            // ties up its own loop only, never another peer's deliveries.
+            self.client.inbox(inbox, body)
         }))
         .await;
         results
@@ -244,14 +243,20 @@ impl Federation {
         Ok(Next::Backoff(delay))
     }
 
-    /// `retry_min * 2^(failures-1)`, at most `retry_max`, with jitter in [50%, 100%].
     fn backoff(&self, failures: u32) -> Duration {
-        let min = self.config.retry_min_secs.max(1) as f64;
-        let max = self.config.retry_max_secs.max(1) as f64;
-        let base = (min * 2f64.powi(failures.saturating_sub(1).min(30) as i32)).min(max);
-        let jitter = 0.5 + rand::random::<f64>() * 0.5;
-        Duration::from_secs_f64(base * jitter)
+        let (min, max) = (self.config.retry_min_secs, self.config.retry_max_secs);
+        backoff(min, max, failures, rand::random::<f64>())
     }
+}
+
+/// `retry_min * 2^(failures-1)`, at most `retry_max`, with jitter taking it
+/// down to half, never below `retry_min` (`unit` is a random draw in [0, 1)).
+fn backoff(retry_min: u64, retry_max: u64, failures: u32, unit: f64) -> Duration {
+    let min = retry_min.max(1) as f64;
+    let max = (retry_max as f64).max(min);
+    let base = (min * 2f64.powi(failures.saturating_sub(1).min(30) as i32)).min(max);
+    let low = (base / 2.0).max(min);
+    Duration::from_secs_f64(low + (base - low) * unit)
 }
 
 /// What one delivery attempt does with the items that are due.
@@ -354,6 +359,22 @@ mod tests {
         assert_eq!((plan.hidden, plan.too_big), (vec![1], vec![2]));
         assert_eq!(plan.batches.len(), 1);
         assert_eq!(plan.batches[0][0].item_id, 3);
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_maximum_and_never_goes_below_the_minimum() {
+        for unit in [0.0, 0.5, 0.999] {
+            let d = |failures| backoff(1, 3600, failures, unit).as_secs_f64();
+            assert!(
+                d(1) >= 1.0 && d(1) <= 1.0,
+                "first retry is retry_min: {}",
+                d(1)
+            );
+            assert!(d(2) >= 1.0 && d(2) <= 2.0);
+            assert!(d(5) >= 8.0 && d(5) <= 16.0);
+            assert!(d(40) >= 1800.0 && d(40) <= 3600.0);
+            assert!(backoff(10, 20, 1, unit).as_secs_f64() >= 10.0);
+        }
     }
 
     #[test]

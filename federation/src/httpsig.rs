@@ -287,8 +287,16 @@ impl Default for Verifier {
     }
 }
 
+/// A request whose signature checked out, before its nonce is remembered.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub key: PublicKey,
+    nonce_key: String,
+}
+
 impl Verifier {
-    /// Check a request's signature and return the signer's key (`keyid`).
+    /// Check a request's signature and remember its nonce (a replay within
+    /// the validity window is refused); returns the signer's key (`keyid`).
     /// `now` is the verifier's clock in Unix seconds.
     pub fn verify(
         &self,
@@ -296,6 +304,30 @@ impl Verifier {
         body: Option<&[u8]>,
         now: i64,
     ) -> Result<PublicKey, Refusal> {
+        let verified = self.check(msg, body, now)?;
+        self.remember(&verified)?;
+        Ok(verified.key)
+    }
+
+    /// Remember a verified request's nonce: refused when it was seen before.
+    /// Called once the signer is admitted, so keys nobody knows cannot fill
+    /// the nonce cache (an unknown signer's nonces are remembered only for
+    /// announces, which are rate limited per address).
+    pub fn remember(&self, verified: &Verified) -> Result<(), Refusal> {
+        let entry = self.nonces.entry(verified.nonce_key.clone()).or_insert(());
+        if !entry.is_fresh() {
+            return refuse("nonce was seen before (replay)");
+        }
+        Ok(())
+    }
+
+    /// Check a request's signature, without remembering its nonce.
+    pub fn check(
+        &self,
+        msg: &Message<'_>,
+        body: Option<&[u8]>,
+        now: i64,
+    ) -> Result<Verified, Refusal> {
         let parsed = parse_signature(msg.headers)?;
         let int = |name: &str| match parsed.params.get(name) {
             Some(BareItem::Integer(i)) => Ok(i64::from(*i)),
@@ -342,13 +374,12 @@ impl Verifier {
         }
         let key = PublicKey::from_hex(&keyid).map_err(|e| Refusal(format!("keyid: {e}")))?;
         check_signature(msg, &parsed, &key)?;
-        // Remember the nonce only for signatures that verified, so nobody can
-        // burn another sender's nonces with forged requests.
-        let entry = self.nonces.entry(format!("{keyid}:{nonce}")).or_insert(());
-        if !entry.is_fresh() {
-            return refuse("nonce was seen before (replay)");
-        }
-        Ok(key)
+        // Only signatures that verified get their nonce remembered, so nobody
+        // can burn another sender's nonces with forged requests.
+        Ok(Verified {
+            key,
+            nonce_key: format!("{keyid}:{nonce}"),
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::httpsig::Message;
+use crate::httpsig::{Message, Verified};
 use crate::ingest::{Ingest, Source};
 use crate::limits::{MAX_FETCH_ANSWER_BYTES, MAX_FETCH_IDS, MAX_ITEMS};
 use crate::router::wants;
@@ -27,6 +27,8 @@ pub struct Refused {
     pub code: ErrorCode,
     pub status: u16,
     pub message: String,
+    /// Seconds to put in `Retry-After` (`rate_limited`).
+    pub retry_after: Option<u64>,
 }
 
 impl Refused {
@@ -35,7 +37,14 @@ impl Refused {
             code,
             status: code.http_status(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    fn rate_limited(what: &str, secs: u64) -> Self {
+        let mut r = Self::new(ErrorCode::RateLimited, format!("{what}; retry in {secs} s"));
+        r.retry_after = Some(secs);
+        r
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -102,15 +111,15 @@ struct Item {
 }
 
 impl Federation {
-    /// Verify a signed request against this node's own `public_url` followed
-    /// by the request's path and query (so signatures survive a proxy).
-    /// Returns the signer's key (hex).
-    pub fn verify_signed(
+    /// Check a signed request against this node's own `public_url` followed
+    /// by the request's path and query (so signatures survive a proxy). Its
+    /// nonce is not remembered yet: `admit_verified` does that for known peers.
+    fn verify_signed(
         &self,
         path_and_query: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<String, Refused> {
+    ) -> Result<Verified, Refused> {
         let target = format!("{}{path_and_query}", self.config.public_url);
         let msg = Message {
             method: "POST",
@@ -119,8 +128,14 @@ impl Federation {
         };
         let now = meshrelay_protocol::clock::now_secs();
         self.verifier
-            .verify(&msg, Some(body), now)
-            .map(|key| key.to_hex())
+            .check(&msg, Some(body), now)
+            .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))
+    }
+
+    /// Remember a verified request's nonce; a replay is refused.
+    fn remember(&self, verified: &Verified) -> Result<(), Refused> {
+        self.verifier
+            .remember(verified)
             .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))
     }
 
@@ -144,27 +159,45 @@ impl Federation {
         })
     }
 
-    /// `verify_signed`, then `admit`: the checks every request but announce takes.
+    /// The checks every request but announce takes: the signature, the
+    /// signer a peer that may send, within its `inbox_rate`, and a nonce not
+    /// seen before (remembered only now, for an admitted peer).
     pub async fn authenticate(
         &self,
         path_and_query: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Peer, Refused> {
-        let signer = self.verify_signed(path_and_query, headers, body)?;
-        self.admit(&signer).await
+        let verified = self.verify_signed(path_and_query, headers, body)?;
+        let peer = self.admit(&verified.key.to_hex()).await?;
+        self.inbox_rates
+            .check(&peer.node)
+            .map_err(|secs| Refused::rate_limited("over this peer's inbox_rate", secs))?;
+        self.remember(&verified)?;
+        Ok(peer)
     }
 
-    /// `POST /v1/federation/announce` (5.2), already verified as `signer`.
+    /// `POST /v1/federation/announce` (5.2) from `from`: within its
+    /// `announce_rate` (checked before the signature, which costs more), signed
+    /// by the key it announces.
     pub async fn receive_announce(
         self: &Arc<Self>,
-        signer: &str,
+        from: std::net::IpAddr,
+        path_and_query: &str,
+        headers: &HeaderMap,
         body: &[u8],
     ) -> Result<PeerStatus, Refused> {
         #[derive(Deserialize)]
         struct Announce {
             url: String,
         }
+        self.announces
+            .check(&from)
+            .map_err(|secs| Refused::rate_limited("over this address's announce_rate", secs))?;
+        let verified = self.verify_signed(path_and_query, headers, body)?;
+        self.remember(&verified)?;
+        let signer = verified.key.to_hex();
+        let signer = signer.as_str();
         let req: Announce = serde_json::from_slice(body)
             .map_err(|e| Refused::bad_request(format!("announce body: {e}")))?;
         self.warn_if_unreachable("a peer announced itself");
@@ -175,6 +208,7 @@ impl Federation {
                     code,
                     status,
                     message: e.to_string(),
+                    retry_after: None,
                 },
                 None => Refused::internal(&e),
             }),
@@ -215,7 +249,23 @@ impl Federation {
         // still counted and delivered to local subscribers.
         let node = peer.node.clone();
         let task = tokio::spawn(async move { store_items(ingest, node, checked, rejected).await });
-        task.await.map_err(|e| Refused::internal(&e))
+        let answer = task.await.map_err(|e| Refused::internal(&e))?;
+        // An item this node failed to store (not refused: failed) must not be
+        // given up by the sender, which drops a batch answered 202: answer so
+        // it sends the batch again (what was stored is a duplicate then).
+        if answer
+            .rejected
+            .iter()
+            .any(|r| r.code == ErrorCode::Internal.as_str())
+        {
+            let mut r = Refused::new(
+                ErrorCode::Internal,
+                "some items could not be stored here; send the batch again",
+            );
+            r.status = 503;
+            return Err(r);
+        }
+        Ok(answer)
     }
 
     /// One inbox item: its shape, then the payload's checks and our preference.
@@ -256,6 +306,11 @@ impl Federation {
     pub async fn answer_sync(&self, peer: &Peer, body: &[u8]) -> Result<SyncResponse, Refused> {
         let req: SyncRequest = serde_json::from_slice(body)
             .map_err(|e| Refused::bad_request(format!("sync body: {e}")))?;
+        if let Ok(filter) = crate::sync::parse_filter(&req.filter) {
+            filter
+                .check_values(self.config.max_filter_values)
+                .map_err(|e| Refused::new(e.code, e.message))?;
+        }
         match self.sync.answer(&self.store, &peer.node, &req).await {
             Ok(msg) => {
                 self.metrics
@@ -269,6 +324,9 @@ impl Federation {
                 format!("more than {cap} payloads in this window; split it"),
             )),
             Err(SyncError::BadRequest(why)) => Err(Refused::bad_request(why)),
+            Err(e @ SyncError::TooManyRounds(_)) => {
+                Err(Refused::new(ErrorCode::RateLimited, e.to_string()))
+            }
             Err(SyncError::Store(e)) => Err(Refused::internal(&e)),
         }
     }

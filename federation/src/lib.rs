@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use meshrelay_protocol::node_doc::Subscribe;
 use meshrelay_protocol::NodeKey;
 use meshrelay_store::Store;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,6 +25,7 @@ pub mod limits;
 pub mod metrics;
 pub mod peer_client;
 mod peers;
+pub mod rate;
 pub mod router;
 pub mod sync;
 
@@ -40,8 +41,6 @@ use crate::router::Router;
 
 /// Most bytes of a peer's error text kept in the outbox or logged (PROTOCOL.md 10).
 pub const MAX_ERROR_TEXT: usize = 1024;
-/// Deliveries in flight over all peers.
-const MAX_CONCURRENT_DELIVERIES: usize = 16;
 
 /// The federation settings of PROTOCOL.md 8.
 #[derive(Debug, Clone)]
@@ -99,7 +98,6 @@ pub struct Federation {
     router: RwLock<Arc<Router>>,
     /// Wakes a peer's delivery loop when something was queued for it.
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
-    deliveries: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Items delivered since start (the admin API's forward rate).
@@ -108,6 +106,10 @@ pub struct Federation {
     kick: Notify,
     /// The unreachable-`public_url` warning was given.
     warned_unreachable: std::sync::atomic::AtomicBool,
+    /// Announces per address (`announce_rate` a minute).
+    announces: rate::KeyedRate<std::net::IpAddr>,
+    /// Inbox, sync and fetch requests per peer (`inbox_rate` a second).
+    inbox_rates: rate::KeyedRate<String>,
 }
 
 impl Federation {
@@ -118,21 +120,28 @@ impl Federation {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let outbound = Outbound::new(key, config.allow_private_peers);
+        let announces = rate::KeyedRate::per_minute(config.announce_rate);
+        let inbox_rates = rate::KeyedRate::per_second(config.inbox_rate, config.inbox_rate);
         Arc::new(Self {
             client: PeerClient::new(outbound),
-            sync: sync::Responder::new(config.sync.max_items),
+            sync: sync::Responder::new(
+                config.sync.max_items,
+                config.sync.max_rounds,
+                config.sync.max_secs,
+            ),
             config,
             store,
             verifier: Verifier::default(),
             metrics: metrics::SyncMetrics::default(),
             router: RwLock::new(Arc::new(Router::default())),
             wakers: Mutex::new(HashMap::new()),
-            deliveries: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
             tasks: TaskTracker::new(),
             shutdown,
             delivered: std::sync::atomic::AtomicU64::new(0),
             kick: Notify::new(),
             warned_unreachable: std::sync::atomic::AtomicBool::new(false),
+            announces,
+            inbox_rates,
         })
     }
 

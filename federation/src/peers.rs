@@ -24,6 +24,8 @@ pub enum JoinError {
     KeyChanged { url: String },
     #[error("this peer is blocked")]
     Blocked,
+    #[error("this node knows {0} peers, as many as it takes (max_peers)")]
+    TooManyPeers(usize),
     #[error("storage failed")]
     Store(#[from] meshrelay_store::Error),
 }
@@ -36,13 +38,26 @@ impl JoinError {
         use meshrelay_protocol::ErrorCode;
         let code = match self {
             Self::Store(_) => return None,
-            Self::Blocked => ErrorCode::Blocked,
+            Self::Blocked | Self::TooManyPeers(_) => ErrorCode::Blocked,
             Self::KeyChanged { .. } => ErrorCode::KeyChanged,
             // A document that cannot be fetched or does not match its signer.
             Self::Fetch(_) | Self::KeyMismatch { .. } => return Some((ErrorCode::BadRequest, 422)),
         };
         Some((code, code.http_status()))
     }
+}
+
+/// A peer's URL is its base: an http(s) URL without query or fragment (which
+/// would choose what `/.well-known/meshrelay` is appended to).
+fn check_base_url(url: &str) -> Result<(), FetchError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| FetchError::Refused(format!("{url:?}: {e}")))?;
+    if parsed.query().is_some() || parsed.fragment().is_some() || url.ends_with(['?', '#']) {
+        return Err(FetchError::Refused(format!(
+            "{url:?}: a peer URL has no query or fragment"
+        )));
+    }
+    Ok(())
 }
 
 /// Why peers could not reach this node at its `public_url`, if they could not:
@@ -66,6 +81,36 @@ pub fn unreachable_public_url(public_url: &str, allow_private: bool) -> Option<S
 }
 
 impl Federation {
+    /// Fetch and check a peer's document (5.1), and what this node requires
+    /// of it besides: an inbox on the document's own origin (so a peer cannot
+    /// aim our deliveries at a third party) and preference filters within
+    /// `max_filter_values` (every payload is matched against them).
+    async fn document(&self, url: &str) -> Result<SignedNodeDoc, FetchError> {
+        let doc = self.client.document(url).await?;
+        let origin = |u: &str| {
+            reqwest::Url::parse(u).ok().map(|u| {
+                (
+                    u.scheme().to_string(),
+                    u.host_str().map(str::to_string),
+                    u.port_or_known_default(),
+                )
+            })
+        };
+        if origin(&doc.doc.inbox).is_none() || origin(&doc.doc.inbox) != origin(&doc.doc.url) {
+            return Err(FetchError::BadDocument(format!(
+                "inbox {:?} is not on the document's origin {:?}",
+                doc.doc.inbox, doc.doc.url
+            )));
+        }
+        if let Subscribe::Filtered { filters } = &doc.doc.subscribe {
+            for f in filters {
+                f.check_values(self.config.max_filter_values)
+                    .map_err(|e| FetchError::BadDocument(format!("subscribe: {}", e.message)))?;
+            }
+        }
+        Ok(doc)
+    }
+
     /// Warn (once) when peers are expected but `public_url` is one they
     /// cannot reach: at start when seed peers are set, or on an announce.
     pub fn warn_if_unreachable(&self, why_now: &str) {
@@ -177,7 +222,8 @@ impl Federation {
     /// ourselves to it. The operator chose it, so it is active at once.
     pub async fn join(self: &Arc<Self>, url: &str) -> Result<Peer, JoinError> {
         let url = url.trim_end_matches('/');
-        let doc = self.client.document(url).await?;
+        check_base_url(url)?;
+        let doc = self.document(url).await?;
         let peer = self.record_peer(url, &doc, PeerStatus::Active).await?;
         self.announce_to(url).await;
         Ok(peer)
@@ -190,12 +236,17 @@ impl Federation {
         url: &str,
     ) -> Result<Peer, JoinError> {
         let url = url.trim_end_matches('/');
-        if let Some(p) = self.store.peer(signer).await? {
-            if p.status == PeerStatus::Blocked {
-                return Err(JoinError::Blocked);
+        match self.store.peer(signer).await? {
+            Some(p) if p.status == PeerStatus::Blocked => return Err(JoinError::Blocked),
+            Some(_) => {}
+            // A stranger costs an outbox row per payload: at most max_peers of them.
+            None if self.store.peers().await?.len() >= self.config.max_peers => {
+                return Err(JoinError::TooManyPeers(self.config.max_peers))
             }
+            None => {}
         }
-        let doc = self.client.document(url).await?;
+        check_base_url(url)?;
+        let doc = self.document(url).await?;
         if doc.doc.node != signer {
             return Err(JoinError::KeyMismatch {
                 doc: doc.doc.node,
@@ -301,7 +352,7 @@ impl Federation {
     /// Poll one peer. Ok(false) when its document names another key: the peer is
     /// flagged `key_changed` and gets nothing more until an operator decides.
     pub async fn poll_peer(&self, peer: &Peer) -> Result<bool, FetchError> {
-        let doc = self.client.document(&peer.url).await?;
+        let doc = self.document(&peer.url).await?;
         if doc.doc.node != peer.node {
             tracing::error!(peer = %peer.node, url = %peer.url, new_key = %doc.doc.node, "peer's key changed; refusing it");
             let _ = self

@@ -4,21 +4,17 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultDirectRateLimiter, Quota};
+pub use meshrelay_federation::rate::RetryAfter;
+use meshrelay_federation::rate::{retry_after, KeyedRate};
 
 pub struct RateLimits {
     /// None when `publish_rate` is 0 (unlimited).
     quota: Option<Quota>,
-    http: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// Checks since the per-address table was last swept of idle addresses.
-    checks: AtomicU64,
+    http: KeyedRate<IpAddr>,
 }
-
-/// Whole seconds until the budget allows another publish (at least 1).
-pub type RetryAfter = u64;
 
 impl RateLimits {
     pub fn new(per_second: u32, burst: u32) -> Self {
@@ -27,8 +23,7 @@ impl RateLimits {
         });
         Self {
             quota,
-            http: quota.map(DefaultKeyedRateLimiter::keyed),
-            checks: AtomicU64::new(0),
+            http: KeyedRate::per_second(per_second, burst),
         }
     }
 
@@ -48,18 +43,6 @@ impl RateLimits {
 
     /// One HTTP publish from `ip`.
     pub fn check_http(&self, ip: IpAddr) -> Result<(), RetryAfter> {
-        let Some(limiter) = &self.http else {
-            return Ok(());
-        };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 10_000 == 9_999 {
-            limiter.retain_recent();
-        }
-        limiter
-            .check_key(&ip)
-            .map_err(|e| retry_after(e.wait_time_from(DefaultClock::default().now())))
+        self.http.check(&ip)
     }
-}
-
-fn retry_after(wait: std::time::Duration) -> RetryAfter {
-    wait.as_secs_f64().ceil().max(1.0) as u64
 }

@@ -19,6 +19,8 @@ use crate::peer_client::{FetchAnswer, InboxAnswer, InboxBody};
 use crate::router::wants;
 use crate::Federation;
 
+/// Peers the sync job reconciles with at once.
+const SYNC_PEERS_AT_ONCE: usize = 4;
 /// Bytes of payloads read from the store at once while pushing.
 const PUSH_READ_BYTES: usize = 4 * 1024 * 1024;
 
@@ -193,10 +195,15 @@ impl Run<'_> {
             // piece the peer refuses as too large is split and loaded again.
             for (ps, pu, range) in pieces(&rows, s, u) {
                 let own = item_set(&rows[range])?;
-                if !self
-                    .session(&filter_json, ps, pu, own, &mut have, &mut need)
-                    .await?
-                {
+                let limit = std::time::Duration::from_secs(self.fed.config.sync.max_secs);
+                let session = self.session(&filter_json, ps, pu, own, &mut have, &mut need);
+                let finished = tokio::time::timeout(limit, session).await.map_err(|_| {
+                    anyhow!(
+                        "a sync session passed sync_max_secs ({} s)",
+                        limit.as_secs()
+                    )
+                })??;
+                if !finished {
                     windows.extend(self.halves(ps, pu, cap)?);
                 }
             }
@@ -230,7 +237,11 @@ impl Run<'_> {
             role: "initiated",
         };
         self.report.sessions += 1;
-        loop {
+        let max_rounds = self.fed.config.sync.max_rounds;
+        for round in 0.. {
+            if round == max_rounds {
+                bail!("a sync session passed sync_max_rounds ({max_rounds}) without ending");
+            }
             let req = SyncRequest {
                 filter: filter.clone(),
                 since,
@@ -499,13 +510,25 @@ impl Federation {
     }
 
     /// The `sync` job: every sync target (active or unreachable) over the
-    /// configured window.
+    /// configured window, a few peers at a time, each on its own: one slow or
+    /// hostile peer costs only its own session (bounded by sync_max_rounds
+    /// and sync_max_secs), not the others' turns.
     pub async fn sync_all(&self, ingest: &dyn Ingest) -> anyhow::Result<String> {
+        use futures_util::StreamExt;
         let window = self.default_sync_window();
         let targets = self.sync_targets().await?;
+        let results: Vec<(Target, anyhow::Result<Report>)> =
+            futures_util::stream::iter(targets.clone())
+                .map(|t| async move {
+                    let report = self.sync_peer(ingest, &t, window, None).await;
+                    (t, report)
+                })
+                .buffer_unordered(SYNC_PEERS_AT_ONCE)
+                .collect()
+                .await;
         let (mut fetched, mut pushed, mut failed) = (0, 0, 0);
-        for target in &targets {
-            match self.sync_peer(ingest, target, window, None).await {
+        for (target, result) in results {
+            match result {
                 Ok(r) => {
                     tracing::info!(peer = %r.peer, rounds = r.rounds, have = r.have, need = r.need,
                         fetched = r.fetched, pushed = r.pushed, rejected = r.rejected,

@@ -48,6 +48,9 @@ pub enum SyncError {
     TooManyItems(usize),
     #[error("bad sync request: {0}")]
     BadRequest(String),
+    /// The session passed `sync_max_rounds` within `sync_max_secs`.
+    #[error("this session passed {0} rounds; start a new one later")]
+    TooManyRounds(u32),
     #[error("storage failed")]
     Store(#[from] meshrelay_store::Error),
 }
@@ -169,21 +172,43 @@ pub fn window(filter: &Filter, since: u64, until: u64) -> (u64, u64) {
     )
 }
 
-/// The responder's side: views cached per (peer, request window, generation).
+/// One session as a responder sees it: the peer, the filter, the window.
+type SessionKey = (String, String, u64, u64);
+
+/// The responder's side: views cached per (peer, request window, generation),
+/// and rounds counted per session, so one initiator cannot keep a session
+/// going forever (`sync_max_rounds` within `sync_max_secs`).
 pub struct Responder {
     cache: moka::sync::Cache<(String, String, u64, u64, i64), ItemSet>,
+    rounds: moka::sync::Cache<SessionKey, Arc<std::sync::atomic::AtomicU32>>,
     pub max_items: usize,
+    max_rounds: u32,
 }
 
 impl Responder {
-    pub fn new(max_items: usize) -> Self {
+    pub fn new(max_items: usize, max_rounds: u32, max_secs: u64) -> Self {
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(4)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            rounds: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(max_secs.max(1)))
+                .build(),
             max_items,
+            max_rounds,
         }
+    }
+
+    /// Count one round of `key`'s session; refused past `max_rounds`.
+    fn count_round(&self, key: SessionKey) -> Result<(), SyncError> {
+        let n = self.rounds.get_with(key, Default::default);
+        let done = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if done >= self.max_rounds {
+            return Err(SyncError::TooManyRounds(self.max_rounds));
+        }
+        Ok(())
     }
 
     /// Answer one round of a session from `peer`.
@@ -205,14 +230,10 @@ impl Responder {
         }
         let filter = parse_filter(&req.filter)?;
         let (since, until) = window(&filter, req.since, req.until);
+        let filter_json = serde_json::to_string(&filter).expect("serializes");
+        self.count_round((peer.to_string(), filter_json.clone(), since, until))?;
         let generation = store.payloads_generation().await?;
-        let key = (
-            peer.to_string(),
-            serde_json::to_string(&filter).expect("serializes"),
-            since,
-            until,
-            generation,
-        );
+        let key = (peer.to_string(), filter_json, since, until, generation);
         let set = match self.cache.get(&key) {
             Some(set) => set,
             None => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, State};
+use axum::extract::{ConnectInfo, OriginalUri, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,7 +24,9 @@ use crate::state::AppState;
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> Self {
         let status = r.status;
-        ApiError::new(r.code, r.message).with_status(status)
+        let mut e = ApiError::new(r.code, r.message).with_status(status);
+        e.retry_after = r.retry_after;
+        e
     }
 }
 
@@ -52,22 +54,24 @@ pub struct AnnounceResponse {
     responses(
         (status = 202, body = AnnounceResponse),
         (status = 401, description = "auth_failed", body = ErrorBody),
-        (status = 403, description = "blocked", body = ErrorBody),
+        (status = 403, description = "blocked: a blocked peer, or max_peers are known", body = ErrorBody),
         (status = 409, description = "key_changed: the URL is known under another key", body = ErrorBody),
+        (status = 429, description = "rate_limited: over announce_rate for this address, with Retry-After", body = ErrorBody),
         (status = 422, description = "the node document could not be fetched or does not match", body = ErrorBody),
     )
 )]
 pub async fn announce(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     uri: OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<AnnounceResponse>)> {
     let body = body_or_413(body)?;
-    let signer = state
-        .federation
-        .verify_signed(path_of(&uri), &headers, &body)?;
-    let status = state.federation.receive_announce(&signer, &body).await?;
+    let fed = &state.federation;
+    let status = fed
+        .receive_announce(client.ip(), path_of(&uri), &headers, &body)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(AnnounceResponse {
@@ -103,6 +107,7 @@ pub struct InboxItemDoc {
         (status = 202, body = InboxResponse),
         (status = 401, description = "auth_failed or unknown_peer", body = ErrorBody),
         (status = 403, description = "blocked or peer_pending", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this peer's inbox_rate (or a sync session's rounds), with Retry-After", body = ErrorBody),
         (status = 413, description = "more than 100 items or 1 MiB", body = ErrorBody),
     )
 )]
@@ -148,6 +153,7 @@ pub struct SyncResponseDoc {
         (status = 400, description = "bad_request: malformed filter, window or message", body = ErrorBody),
         (status = 401, description = "auth_failed or unknown_peer", body = ErrorBody),
         (status = 403, description = "blocked or peer_pending", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this peer's inbox_rate (or a sync session's rounds), with Retry-After", body = ErrorBody),
         (status = 413, description = "too_large: the window holds more payloads than this node reconciles in one session; split it", body = ErrorBody),
     )
 )]
@@ -185,6 +191,7 @@ pub struct FetchResponseDoc {
         (status = 400, description = "bad_request", body = ErrorBody),
         (status = 401, description = "auth_failed or unknown_peer", body = ErrorBody),
         (status = 403, description = "blocked or peer_pending", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this peer's inbox_rate (or a sync session's rounds), with Retry-After", body = ErrorBody),
         (status = 413, description = "too_large: more than 500 ids", body = ErrorBody),
     )
 )]

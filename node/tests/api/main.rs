@@ -5,6 +5,7 @@ mod admin;
 mod bounds;
 mod federation;
 mod helpers;
+mod hostile;
 mod http;
 mod sync;
 mod ws;
