@@ -85,17 +85,23 @@ fn prune_job(
     Arc::new(move || {
         let store = store.clone();
         async move {
-            let created_before = retention.map(|d| clock::now_secs() - i64::from(d) * 86_400);
-            let hidden_before_ms = clock::now_ms() - i64::from(grace) * 86_400_000;
-            let pruned = store.prune(created_before, hidden_before_ms).await?;
+            let days = |d: u32| i64::from(d) * 86_400;
+            let created_before = retention.map(|d| clock::now_secs() - days(d));
+            let hidden_before_ms = clock::now_ms() - days(grace) * 1000;
+            // Tombstones outlive the payload they stand for by the grace past
+            // retention (PROTOCOL.md 2.3); without retention, forever.
+            let tombstones_before = retention.map(|d| clock::now_secs() - days(d) - days(grace));
+            let pruned = store
+                .prune(created_before, hidden_before_ms, tombstones_before)
+                .await?;
             let off = if retention.is_none() {
                 " (retention off)"
             } else {
                 ""
             };
             Ok(format!(
-                "expired {} payloads{off}, purged {} deleted ones",
-                pruned.expired, pruned.purged_hidden
+                "expired {} payloads{off}, purged {} hidden ones (kept as tombstones), dropped {} old tombstones",
+                pruned.expired, pruned.purged_hidden, pruned.tombstones_dropped
             ))
         }
         .boxed()

@@ -24,6 +24,8 @@ pub struct JobRun {
 pub struct Pruned {
     pub expired: u64,
     pub purged_hidden: u64,
+    /// Tombstones older than retention plus the grace, dropped.
+    pub tombstones_dropped: u64,
 }
 
 /// Rows deleted per statement, so a prune never holds the database for long.
@@ -105,33 +107,57 @@ impl Store {
     }
 
     /// Retention: delete payloads created before `created_before` (when given), and
-    /// payloads hidden before `hidden_before_ms`. The `deletions` rows stay, so a
-    /// purged payload published again is hidden again.
+    /// purge payloads hidden before `hidden_before_ms`, keeping each purged id
+    /// as a tombstone (PROTOCOL.md 2.3: published again, it is a duplicate).
+    /// Tombstones purged before `tombstones_before` (when given) are dropped.
     pub async fn prune(
         &self,
         created_before: Option<i64>,
         hidden_before_ms: i64,
+        tombstones_before: Option<i64>,
     ) -> Result<Pruned> {
         let mut pruned = Pruned::default();
         if let Some(cutoff) = created_before {
             pruned.expired = self
-                .delete_payloads_where("p.created_at < ", cutoff)
+                .delete_payloads_where("p.created_at < ", cutoff, false)
                 .await?;
         }
         pruned.purged_hidden = self
-            .delete_payloads_where("p.hidden AND p.hidden_at < ", hidden_before_ms)
+            .delete_payloads_where("p.hidden AND p.hidden_at < ", hidden_before_ms, true)
             .await?;
+        if let Some(cutoff) = tombstones_before {
+            pruned.tombstones_dropped = with_pool!(self, p => {
+                let mut qb = QueryBuilder::new("DELETE FROM tombstones WHERE purged_at < ");
+                qb.push_bind(cutoff);
+                qb.build().execute(p).await?.rows_affected()
+            });
+        }
         Ok(pruned)
     }
 
-    async fn delete_payloads_where(&self, condition: &str, value: i64) -> Result<u64> {
+    async fn delete_payloads_where(
+        &self,
+        condition: &str,
+        value: i64,
+        tombstone: bool,
+    ) -> Result<u64> {
         let mut total = 0;
         loop {
             let deleted = with_pool!(self, p => {
                 let mut tx = p.begin_write().await?;
-                let mut qb = QueryBuilder::new("SELECT p.rid FROM payloads p WHERE ");
+                let mut qb = QueryBuilder::new("SELECT p.rid, p.id FROM payloads p WHERE ");
                 qb.push(condition).push_bind(value).push(" LIMIT ").push_bind(PRUNE_CHUNK);
-                let rids: Vec<i64> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+                let rows: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                let rids: Vec<i64> = rows.iter().map(|(rid, _)| *rid).collect();
+                if tombstone && !rows.is_empty() {
+                    let now = crate::clock::now_secs();
+                    let mut qb = QueryBuilder::new("INSERT INTO tombstones (id, purged_at) ");
+                    qb.push_values(&rows, |mut b, (_, id)| {
+                        b.push_bind(id.clone()).push_bind(now);
+                    });
+                    qb.push(" ON CONFLICT (id) DO NOTHING");
+                    qb.build().execute(&mut *tx).await?;
+                }
                 if !rids.is_empty() {
                     for table in ["payload_tags", "payloads"] {
                         let mut qb = QueryBuilder::new(format!("DELETE FROM {table} WHERE rid IN ("));

@@ -97,6 +97,10 @@ async fn take_within<'e, T, E>(
 const VISIBLE: &str =
     "NOT p.hidden AND NOT EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author)";
 const COLUMNS: &str = "SELECT p.id, p.seq, p.created_at, p.json FROM payloads p WHERE ";
+/// Visible, as sync sets need it: written so the partial index
+/// `payloads_visible_by_time` (NOT hidden; time, id, author) covers the scan.
+const SYNC_VISIBLE: &str =
+    " AND NOT p.hidden AND p.author NOT IN (SELECT b.author FROM blocked_authors b)";
 
 /// Append the SQL of one filter (all AND-ed). Returns false when the filter can
 /// match nothing (an empty list), so callers skip the database.
@@ -314,9 +318,10 @@ impl Store {
         })
     }
 
-    /// `(created_at, id)` of every payload held that matches `filter` with
-    /// `since <= created_at <= until`, hidden ones included (so a node never
-    /// fetches again what it chose to hide), in no particular order. None when
+    /// `(created_at, id)` of every visible payload that matches `filter` with
+    /// `since <= created_at <= until` (PROTOCOL.md 2.3: hidden payloads are
+    /// absent from sync; a peer offering one back is answered as a duplicate,
+    /// by its row or its tombstone), in no particular order. None when
     /// more than `cap` match: the caller refuses or splits the window instead
     /// of loading it.
     ///
@@ -343,7 +348,7 @@ impl Store {
         let limit = cap.saturating_add(1).min(i64::MAX as usize) as i64;
         let (times, ids) = with_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 FROM payloads p WHERE p.created_at >= ");
-            qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until);
+            qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until).push(SYNC_VISIBLE);
             if !push_filter(&mut qb, filter) {
                 return Ok(Some(Vec::new()));
             }
@@ -353,7 +358,7 @@ impl Store {
                 return Ok(None);
             }
             let mut qb = QueryBuilder::new(format!("SELECT {agg} FROM payloads p WHERE p.created_at >= "));
-            qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until);
+            qb.push_bind(since).push(" AND p.created_at <= ").push_bind(until).push(SYNC_VISIBLE);
             push_filter(&mut qb, filter);
             qb.build_query_as::<(Option<String>, Option<String>)>().fetch_one(p).await?
         });

@@ -96,6 +96,7 @@ on_both_backends!(
     filters_select_by_channel_prefix_tag_author_kind_and_time,
     head_and_log_keep_forks_together,
     pages_stop_at_their_byte_budget_and_say_more_follow,
+    a_blocked_authors_repeat_in_one_batch_is_blocked_too,
     a_delete_hides_its_authors_payloads_in_either_order,
     a_blocked_author_is_refused_and_hidden_until_unblocked,
     an_operator_can_hide_one_payload,
@@ -107,7 +108,7 @@ on_both_backends!(
     prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace,
     peers_are_pinned_by_key_and_url_and_keep_their_health,
     forwards_are_queued_with_the_payload_and_retried_until_dead,
-    sync_items_cover_a_window_and_a_filter_hidden_ones_included,
+    sync_items_cover_a_window_and_a_filter_visible_ones_only,
     the_audit_log_pages_newest_first,
     samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_state,
     closing_the_writer_commits_what_was_queued_and_refuses_the_rest,
@@ -580,10 +581,10 @@ async fn prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace(s
     let del = delete_of(&key, 4, &[&gone]);
     put(&w, &del).await;
     // Hidden just now: a grace cutoff in the past keeps it, one in the future purges it.
-    let pruned = store.prune(Some(200), 0).await.unwrap();
+    let pruned = store.prune(Some(200), 0, None).await.unwrap();
     assert_eq!((pruned.expired, pruned.purged_hidden), (1, 0));
     assert_eq!(store.count_payloads().await.unwrap(), 3);
-    let pruned = store.prune(None, i64::MAX).await.unwrap();
+    let pruned = store.prune(None, i64::MAX, None).await.unwrap();
     assert_eq!((pruned.expired, pruned.purged_hidden), (0, 1));
     assert_eq!(store.count_payloads().await.unwrap(), 2);
     // The tags of pruned payloads went with them; the survivor still matches.
@@ -592,9 +593,32 @@ async fn prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace(s
         ids(&store.query(&f, None, 10).await.unwrap()),
         vec![new.id.clone()]
     );
-    // A purged payload published again is hidden again: its delete is remembered.
-    assert_eq!(put(&w, &gone).await, WriteOutcome::Stored { hidden: true });
+    // A purged payload published again is a duplicate: its tombstone is kept
+    // (PROTOCOL.md 2.3), and nothing is stored.
+    assert_eq!(put(&w, &gone).await, WriteOutcome::Duplicate);
+    assert_eq!(store.count_payloads().await.unwrap(), 2);
+    // So is one an operator removed, once it was purged.
+    store.hide_payload(&new.id).await.unwrap();
+    let pruned = store.prune(None, i64::MAX, None).await.unwrap();
+    assert_eq!(pruned.purged_hidden, 1);
+    assert_eq!(put(&w, &new).await, WriteOutcome::Duplicate);
+    assert!(store.get_payload(&new.id).await.unwrap().is_none());
+    // Tombstones go only when asked to (retention set): then the id is free.
+    let pruned = store.prune(None, 0, Some(i64::MAX)).await.unwrap();
+    assert_eq!(pruned.tombstones_dropped, 2);
+    assert_eq!(put(&w, &new).await, WriteOutcome::Stored { hidden: false });
     store.optimize().await.unwrap();
+}
+
+async fn a_blocked_authors_repeat_in_one_batch_is_blocked_too(store: &Store) {
+    let key = NodeKey::generate();
+    store.block_author(&key.public_hex(), 1).await.unwrap();
+    let p = payload(&key, 1, 10, "general", vec![]);
+    let (w, task) = Writer::spawn(store.clone(), WriterConfig::default());
+    // Polled together, the two land in one batch.
+    let (a, b) = tokio::join!(put(&w, &p), put(&w, &p));
+    assert_eq!((a, b), (WriteOutcome::Blocked, WriteOutcome::Blocked));
+    task.close().await;
 }
 
 async fn peers_are_pinned_by_key_and_url_and_keep_their_health(store: &Store) {
@@ -754,7 +778,7 @@ async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Sto
     assert!(store.outbox_depths().await.unwrap().is_empty());
 }
 
-async fn sync_items_cover_a_window_and_a_filter_hidden_ones_included(store: &Store) {
+async fn sync_items_cover_a_window_and_a_filter_visible_ones_only(store: &Store) {
     let w = writer(store);
     let key = NodeKey::generate();
     let mut all = Vec::new();
@@ -793,8 +817,8 @@ async fn sync_items_cover_a_window_and_a_filter_hidden_ones_included(store: &Sto
         .unwrap();
     assert_eq!(
         items(got),
-        want(&[&all[1], &all[2], &all[3]]),
-        "inclusive bounds, hidden kept"
+        want(&[&all[2], &all[3]]),
+        "inclusive bounds, the hidden one left out"
     );
     let plural = Filter {
         channels: Some(vec!["plural/*".into()]),
@@ -805,20 +829,27 @@ async fn sync_items_cover_a_window_and_a_filter_hidden_ones_included(store: &Sto
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(items(got), want(&[&all[0], &all[1], &all[3]]));
+    assert_eq!(items(got), want(&[&all[0], &all[3]]));
     assert_eq!(
-        store.sync_items(&every, 0, 1000, 3).await.unwrap(),
+        store.sync_items(&every, 0, 1000, 2).await.unwrap(),
         None,
         "over the cap"
     );
     assert_eq!(
         store
-            .sync_items(&every, 0, 1000, 4)
+            .sync_items(&every, 0, 1000, 3)
             .await
             .unwrap()
             .map(|v| v.len()),
-        Some(4)
+        Some(3)
     );
+    // A blocked author's payloads are left out too, and back once unblocked.
+    store.block_author(&key.public_hex(), 1).await.unwrap();
+    assert_eq!(
+        store.sync_items(&every, 0, 1000, 10).await.unwrap(),
+        Some(Vec::new())
+    );
+    store.unblock_author(&key.public_hex()).await.unwrap();
     assert_eq!(
         store.sync_items(&every, 400, 1000, 4).await.unwrap(),
         Some(Vec::new())

@@ -44,11 +44,17 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
     with_pool!(store, pool => {
         let mut tx = pool.begin_write().await?;
         let blocked = Steps::blocked_among(&mut tx, &authors).await?;
+        let ids: Vec<&str> = first.iter().map(|&i| batch[i].payload.id.as_str()).collect();
+        // A purged hidden payload is refused as a duplicate (PROTOCOL.md 2.3).
+        let tombstoned = Steps::tombstoned_among(&mut tx, &ids).await?;
         let candidates: Vec<&Job> = first
             .iter()
             .filter_map(|&i| {
-                if blocked.contains(&batch[i].payload.author) {
+                let p = &batch[i].payload;
+                if blocked.contains(&p.author) {
                     outcomes[i] = WriteOutcome::Blocked;
+                    None
+                } else if tombstoned.contains(&p.id) {
                     None
                 } else {
                     Some(&batch[i])
@@ -85,6 +91,13 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
             let id = &batch[i].payload.id;
             if inserted.contains_key(id) {
                 outcomes[i] = WriteOutcome::Stored { hidden: hidden.contains(id) };
+            }
+        }
+        // A repeat within the batch of a blocked author's payload is refused
+        // as the first was, not answered as a duplicate of what was refused.
+        for (i, job) in batch.iter().enumerate() {
+            if blocked.contains(&job.payload.author) {
+                outcomes[i] = WriteOutcome::Blocked;
             }
         }
         Ok(outcomes)
@@ -126,6 +139,12 @@ trait Steps: sqlx::Database + Sized {
     fn blocked_among<'a>(
         tx: &'a mut Transaction<'static, Self>,
         authors: &'a HashSet<&str>,
+    ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
+
+    /// The ids among these kept as tombstones.
+    fn tombstoned_among<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        ids: &'a [&str],
     ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
 
     /// Insert the payloads not held yet; returns the new ones' `id -> rid`.
@@ -174,6 +193,23 @@ macro_rules! impl_steps {
                 qb.push(")");
                 let rows = qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?;
                 Ok(rows.into_iter().collect())
+            }
+
+            async fn tombstoned_among(
+                tx: &mut Transaction<'static, Self>,
+                ids: &[&str],
+            ) -> Result<HashSet<String>> {
+                let mut found = HashSet::new();
+                for chunk in ids.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new("SELECT id FROM tombstones WHERE id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.to_string());
+                    }
+                    qb.push(")");
+                    found.extend(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?);
+                }
+                Ok(found)
             }
 
             async fn insert_payloads(
