@@ -159,14 +159,15 @@ impl Application {
         if let Err(e) = state.federation.start().await {
             tracing::error!(error = ?e, "starting federation failed");
         }
-        axum::serve(
+        crate::http::serve::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router,
+            state.settings.connections.clone(),
+            state.metrics.clone(),
+            shutdown.clone(),
+            Duration::from_secs(30),
         )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("serving the public listener")?;
+        .await;
         tracing::info!("draining");
         match admin_task.await {
             Ok(Ok(())) => {}

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub ws_slow_consumers: Counter,
     pub live_deliveries: Counter,
     pub signals_relayed: Counter,
+    /// Connections closed at accept: past max_connections or max_connections_per_ip.
+    pub connections_refused: Counter,
     /// Seconds from receiving a payload to its commit being acknowledged.
     pub ingest_seconds: Histogram,
 }
@@ -39,6 +41,7 @@ impl Metrics {
             ws_slow_consumers: Counter::default(),
             live_deliveries: Counter::default(),
             signals_relayed: Counter::default(),
+            connections_refused: Counter::default(),
             ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         };
         sync.register(&mut registry);
@@ -66,6 +69,11 @@ impl Metrics {
             "live_deliveries",
             "Payload frames queued to live subscribers",
             m.live_deliveries.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept, past max_connections or max_connections_per_ip",
+            m.connections_refused.clone(),
         );
         registry.register(
             "signals_relayed",

@@ -19,6 +19,7 @@ pub mod federation;
 pub mod ops;
 pub mod payloads;
 pub mod schema;
+pub mod serve;
 pub mod ws;
 
 #[derive(OpenApi)]
@@ -84,6 +85,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Reading a body at a byte a second holds a task: at most request_timeout_secs.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(state.settings.connections.request_timeout_secs),
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(meshrelay_protocol::ErrorCode::Internal, "internal error").into_response()
         }))

@@ -35,7 +35,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
     path = "/v1/ws",
     responses((status = 101, description = "Switching to the meshrelay WebSocket protocol"))
 )]
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    slot: Option<axum::Extension<super::serve::ConnSlot>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = super::max_frame_bytes(&state.settings.limits);
     let tracker = state.ws_tasks.clone();
     // tungstenite allocates its whole read buffer per connection up front (128
@@ -45,7 +49,14 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         .write_buffer_size(16 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tracker.track_future(connection(socket, state)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                connection(socket, state).await;
+                // The connection's place under max_connections(_per_ip) is
+                // given back now that the WebSocket closed.
+                drop(slot);
+            })
+        })
 }
 
 async fn connection(socket: WebSocket, state: AppState) {

@@ -211,3 +211,67 @@ async fn a_reader_that_stops_is_closed_once_its_queue_passes_ws_queue_bytes() {
     }
     assert_eq!(code, Some((CloseCode::Policy, "slow consumer".to_string())));
 }
+
+#[tokio::test]
+async fn connections_past_max_connections_per_ip_are_closed_at_accept() {
+    let app = spawn_app_with(&[("MESHRELAY_MAX_CONNECTIONS_PER_IP", "3")]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(app.ws().await);
+    }
+    let url = format!("{}/v1/ws", app.base.replacen("http://", "ws://", 1));
+    assert!(
+        tokio_tungstenite::connect_async(&url).await.is_err(),
+        "a fourth connection from one address is refused"
+    );
+    assert!(app.state.metrics.connections_refused.get() >= 1);
+    // A slot is given back when its connection closes.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "the freed slot was never given back");
+}
+
+#[tokio::test]
+async fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_request_timeout_secs() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&[("MESHRELAY_REQUEST_TIMEOUT_SECS", "1")]).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for byte in head {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            // An answer (408) before the head was complete: also cut off.
+            Ok(Ok(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "the slow head was served to the end");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Others are served meanwhile.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
