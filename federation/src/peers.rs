@@ -47,6 +47,11 @@ impl JoinError {
     }
 }
 
+/// Peers polled at once by the `poll` job.
+const POLLS_AT_ONCE: usize = 8;
+/// Longest one poll may take.
+const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A peer's URL is its base: an http(s) URL without query or fragment (which
 /// would choose what `/.well-known/meshrelay` is appended to).
 fn check_base_url(url: &str) -> Result<(), FetchError> {
@@ -326,11 +331,34 @@ impl Federation {
 
     /// The `poll` job: refresh every non-blocked peer's preference.
     pub async fn poll_all(self: &Arc<Self>) -> anyhow::Result<String> {
+        use futures_util::StreamExt;
         self.join_seeds().await;
-        let peers = self.store.peers().await?;
+        let peers: Vec<Peer> = self
+            .store
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.status.is_polled())
+            .collect();
+        // Several at once, each within POLL_TIMEOUT: slow peers (a stranger
+        // can announce many) cost their own slot, not everyone's poll.
+        let outcomes: Vec<(Peer, Result<bool, FetchError>)> = futures_util::stream::iter(peers)
+            .map(|peer| async move {
+                let polled = tokio::time::timeout(POLL_TIMEOUT, self.poll_peer(&peer)).await;
+                let outcome = polled.unwrap_or_else(|_| {
+                    Err(FetchError::Refused(format!(
+                        "no answer within {} s",
+                        POLL_TIMEOUT.as_secs()
+                    )))
+                });
+                (peer, outcome)
+            })
+            .buffer_unordered(POLLS_AT_ONCE)
+            .collect()
+            .await;
         let (mut ok, mut failed, mut changed) = (0, 0, 0);
-        for peer in peers.iter().filter(|p| p.status.is_polled()) {
-            match self.poll_peer(peer).await {
+        for (peer, outcome) in outcomes {
+            match outcome {
                 Ok(true) => ok += 1,
                 Ok(false) => changed += 1,
                 Err(e) => {

@@ -36,8 +36,8 @@ pub struct Application {
 impl Application {
     /// Open everything the node needs and bind its listener (port 0 picks one).
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
+        crate::data_dir::prepare(&settings.data_dir)?;
+        crate::data_dir::prepare_sqlite(&settings.database_url)?;
         let node_key = Arc::new(crate::node_key::load_or_create(&settings.node_key_path())?);
         let store = Store::connect(&settings.database_url)
             .await

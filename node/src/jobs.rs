@@ -76,6 +76,10 @@ pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
     Ok(scheduler)
 }
 
+/// Dead letters are kept this long after they were given up, for an operator
+/// to see and retry, then dropped by `prune`.
+const DEAD_LETTER_DAYS: u32 = 30;
+
 /// The `prune` job: retention, and purging hidden payloads past their grace.
 fn prune_job(
     store: meshrelay_store::Store,
@@ -94,13 +98,16 @@ fn prune_job(
             let pruned = store
                 .prune(created_before, hidden_before_ms, tombstones_before)
                 .await?;
+            let dead = store
+                .prune_dead_letters(clock::now_ms() - days(DEAD_LETTER_DAYS) * 1000)
+                .await?;
             let off = if retention.is_none() {
                 " (retention off)"
             } else {
                 ""
             };
             Ok(format!(
-                "expired {} payloads{off}, purged {} hidden ones (kept as tombstones), dropped {} old tombstones",
+                "expired {} payloads{off}, purged {} hidden ones (kept as tombstones), dropped {} old tombstones and {dead} dead letters",
                 pruned.expired, pruned.purged_hidden, pruned.tombstones_dropped
             ))
         }

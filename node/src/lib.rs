@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod data_dir;
 pub mod error;
 pub mod http;
 pub mod hub;

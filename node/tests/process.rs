@@ -24,6 +24,22 @@ async fn a_node_starts_with_zero_configuration_and_keeps_its_key() {
     let node = Node::start(dir.path(), &[]).await;
     assert!(dir.path().join("data/meshrelay.db").exists());
     assert!(dir.path().join("data/node.key").exists());
+    // Only the node's user may read what is in there (secrets and the database).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |name: &str| {
+        let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+        meta.permissions().mode() & 0o777
+    };
+    assert_eq!(mode("data"), 0o700);
+    for file in [
+        "meshrelay.db",
+        "meshrelay.db-wal",
+        "meshrelay.db-shm",
+        "node.key",
+        "admin.token",
+    ] {
+        assert_eq!(mode(&format!("data/{file}")), 0o600, "{file}");
+    }
     let (_, info) = node.json("/v1/info").await;
     node.signal("-TERM");
     assert!(node.wait().await.success());

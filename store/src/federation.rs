@@ -279,6 +279,18 @@ impl Store {
         })
     }
 
+    /// Drop dead letters given up before `before_ms` (their last attempt):
+    /// a peer that keeps failing cannot grow the outbox forever.
+    pub async fn prune_dead_letters(&self, before_ms: i64) -> Result<u64> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("DELETE FROM outbox WHERE state = ");
+            qb.push_bind(OutboxState::Dead.as_str())
+                .push(" AND next_attempt < ")
+                .push_bind(before_ms);
+            Ok(qb.build().execute(p).await?.rows_affected())
+        })
+    }
+
     /// Put dead letters back in the queue (all, or the given ids), due now.
     pub async fn retry_dead(&self, ids: Option<&[i64]>, now_ms: i64) -> Result<u64> {
         with_pool!(self, p => {

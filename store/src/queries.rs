@@ -451,6 +451,15 @@ impl Store {
         })
     }
 
+    /// Whether the operator blocked this author.
+    pub async fn is_author_blocked(&self, author: &str) -> Result<bool> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM blocked_authors WHERE author = ");
+            qb.push_bind(author.to_string());
+            Ok(qb.build_query_scalar::<i64>().fetch_one(p).await? > 0)
+        })
+    }
+
     pub async fn blocked_authors(&self) -> Result<Vec<(String, i64)>> {
         with_pool!(self, p => {
             Ok(sqlx::query_as::<_, (String, i64)>(

@@ -758,7 +758,14 @@ async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Sto
             .len(),
         1
     );
+    // Dead letters go once old enough (given up at 6,000 ms), not before.
+    assert_eq!(store.prune_dead_letters(6_000).await.unwrap(), 0);
     assert_eq!(store.retry_dead(None, 7_000).await.unwrap(), 1);
+    assert_eq!(
+        store.prune_dead_letters(i64::MAX).await.unwrap(),
+        0,
+        "pending again, so kept"
+    );
     assert_eq!(store.due_items(&peer, 7_000, 100).await.unwrap().len(), 1);
 
     // A payload hidden after it was queued is handed out without its JSON.
@@ -774,7 +781,17 @@ async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Sto
         .iter()
         .map(|i| i.item_id)
         .collect();
-    store.delete_items(&ids).await.unwrap();
+    // Given up again at 8,000 ms: a prune after that drops the dead letter.
+    store
+        .defer_items(&ids, 8_000, "gave up", true)
+        .await
+        .unwrap();
+    assert_eq!(store.prune_dead_letters(8_001).await.unwrap(), 1);
+    assert!(store
+        .outbox_items(OutboxState::Dead, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store.outbox_depths().await.unwrap().is_empty());
 }
 

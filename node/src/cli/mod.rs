@@ -73,7 +73,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { config } => {
             let settings = Settings::load(config.as_deref())?;
             init_logging(&settings);
-            std::fs::create_dir_all(&settings.data_dir)?;
+            crate::data_dir::prepare(&settings.data_dir)?;
+            crate::data_dir::prepare_sqlite(&settings.database_url)?;
             let store = meshrelay_store::Store::connect(&settings.database_url)
                 .await
                 .context("opening the database")?;

@@ -223,17 +223,47 @@ impl Session {
                 channel,
                 kind,
                 data,
-            } => match &self.pubkey {
-                Some(from) => self
-                    .state
-                    .hub
-                    .signal(self.conn.id, from, &channel, &kind, &data),
-                None => {
-                    let err =
-                        ProtocolError::new(ErrorCode::AuthRequired, "signals need auth first");
-                    self.send_error(err, Some("signal")).await
+            } => {
+                if let Err(err) = self.may_signal().await {
+                    return self.send_error(err, Some("signal")).await;
                 }
-            },
+                let from = self.pubkey.as_deref().expect("checked");
+                self.state
+                    .hub
+                    .signal(self.conn.id, from, &channel, &kind, &data)
+            }
+        }
+    }
+
+    /// A signal needs auth, a key the operator did not block, and room in
+    /// this connection's budget (the one publishes spend: a signal is relayed
+    /// to every connection listening on its channel).
+    async fn may_signal(&self) -> Result<(), ProtocolError> {
+        let Some(from) = &self.pubkey else {
+            return Err(ProtocolError::new(
+                ErrorCode::AuthRequired,
+                "signals need auth first",
+            ));
+        };
+        if let Err(secs) = crate::limits::RateLimits::check_connection(&self.limiter) {
+            return Err(ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!("too many publishes and signals on this connection; retry in {secs} s"),
+            ));
+        }
+        match self.state.store.is_author_blocked(from).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(ProtocolError::new(
+                ErrorCode::Blocked,
+                "this node does not relay signals from this key",
+            )),
+            Err(e) => {
+                tracing::error!(error = ?e, "checking a signal's sender failed");
+                Err(ProtocolError::new(
+                    ErrorCode::Internal,
+                    "the sender could not be checked",
+                ))
+            }
         }
     }
 

@@ -330,3 +330,49 @@ async fn shutdown_closes_websockets_with_1001() {
     }
     app.handle.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn signals_spend_the_connection_budget_and_a_blocked_key_is_not_relayed() {
+    let app = spawn_app_with(&[
+        ("MESHRELAY_PUBLISH_RATE", "1"),
+        ("MESHRELAY_PUBLISH_BURST", "3"),
+    ])
+    .await;
+    let alice = NodeKey::generate();
+    let mut a = app.ws().await;
+    let mut b = app.ws().await;
+    b.send_json(json!({"op": "subscribe", "sub": "x", "filters": [{"channels": ["room/*"]}]}))
+        .await;
+    assert_eq!(b.next_json().await["op"], "eose");
+    auth(&mut a, &alice).await;
+    let signal = json!({"op": "signal", "channel": "room/1", "type": "typing", "data": {}});
+    for _ in 0..5 {
+        a.send_json(signal.clone()).await;
+    }
+    let mut relayed = 0;
+    while let Some(v) = b.maybe_json(300).await {
+        assert_eq!(v["op"], "signal");
+        relayed += 1;
+    }
+    assert_eq!(relayed, 3, "a burst of 3, then the budget is spent");
+    for _ in 0..2 {
+        let err = a.next_json().await;
+        assert_eq!(
+            (err["code"].as_str(), err["ref"].as_str()),
+            (Some("rate_limited"), Some("signal"))
+        );
+    }
+    app.state
+        .store
+        .block_author(&alice.public_hex(), 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // one more in the budget
+    a.send_json(signal).await;
+    assert_eq!(a.next_json().await["code"], "blocked");
+    assert_eq!(
+        b.maybe_json(300).await,
+        None,
+        "a blocked key's signal is not relayed"
+    );
+}
