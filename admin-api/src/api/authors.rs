@@ -72,7 +72,7 @@ pub(super) async fn block_author(
     delete,
     path = "/admin/v1/authors/{key}/block",
     params(("key" = String, Path)),
-    responses((status = 200, body = AuthorBlock), (status = 401, body = ErrorBody), (status = 404, description = "not blocked", body = ErrorBody))
+    responses((status = 200, body = AuthorBlock), (status = 400, description = "not an author key", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, description = "not blocked", body = ErrorBody))
 )]
 pub(super) async fn unblock_author(
     State(ctx): State<AdminContext>,

@@ -24,7 +24,7 @@ pub struct HiddenPayload {
     delete,
     path = "/admin/v1/payloads/{id}",
     params(("id" = String, Path)),
-    responses((status = 200, body = HiddenPayload), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 200, body = HiddenPayload), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, description = "invalid_id: not 64 lowercase hex", body = ErrorBody))
 )]
 pub(super) async fn hide_payload(
     State(ctx): State<AdminContext>,

@@ -7,8 +7,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
@@ -33,13 +35,21 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 #[utoipa::path(
     get,
     path = "/v1/ws",
-    responses((status = 101, description = "Switching to the meshrelay WebSocket protocol"))
+    responses(
+        (status = 101, description = "Switching to the meshrelay WebSocket protocol"),
+        (status = 400, description = "bad_request: not a WebSocket upgrade", body = super::schema::ErrorBody),
+    )
 )]
 pub async fn upgrade(
     State(state): State<AppState>,
     slot: Option<axum::Extension<super::serve::ConnSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        // The error body every other answer has, not axum's plain text.
+        Err(e) => return crate::error::ApiError::bad_request(e.body_text()).into_response(),
+    };
     let max = super::max_frame_bytes(&state.settings.limits);
     let tracker = state.ws_tasks.clone();
     // tungstenite allocates its whole read buffer per connection up front (128

@@ -503,3 +503,14 @@ async fn every_answer_carries_a_request_id_on_both_listeners() {
         assert_eq!(given.headers()["x-request-id"], "trace-me-42");
     }
 }
+
+#[tokio::test]
+async fn the_websocket_route_answers_a_plain_get_with_the_json_error_body() {
+    let app = spawn_app().await;
+    let (status, v) = app.get_json("/v1/ws").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+}
