@@ -10,6 +10,8 @@ use tokio::process::{Child, Command};
 pub struct Node {
     pub child: Child,
     pub base: String,
+    /// The admin listener's address (`meshrelay sync` asks the node there).
+    pub admin: String,
     _dir: tempfile::TempDir,
 }
 
@@ -26,14 +28,18 @@ impl Node {
         dir: tempfile::TempDir,
         vars: &[(&str, String)],
     ) -> anyhow::Result<Node> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let free_port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let (port, admin_port) = (free_port()?, free_port()?);
+        let admin = format!("127.0.0.1:{admin_port}");
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .current_dir(dir.path())
             .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("MESHRELAY_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("MESHRELAY_ADMIN_LISTEN", &admin)
             .env("MESHRELAY_DATA_DIR", dir.path().join("data"))
             // Load generation, not abuse: measure the node, not its limiter.
             .env("MESHRELAY_PUBLISH_RATE", "0")
@@ -53,6 +59,7 @@ impl Node {
         let node = Node {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            admin,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -181,12 +181,12 @@ async fn one_run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let started = Instant::now();
+    // B reconciles, asked through its admin API (its token is in its data_dir).
     let out = tokio::process::Command::new(bin)
         .args(["sync", "--peer", &a.base, "--json"])
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(b.dir())
         .env("MESHRELAY_DATA_DIR", b.dir().join("data"))
-        .env("MESHRELAY_ALLOW_PRIVATE_PEERS", "true")
+        .env("MESHRELAY_ADMIN_LISTEN", &b.admin)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit())
         .output()
