@@ -40,7 +40,7 @@ fi
 echo "--- installed files"
 stat -c '%A %U:%G %n' "$root/usr/local/bin/meshrelay" "$root/etc/meshrelay" \
   "$root/etc/meshrelay/meshrelay.toml" "$root/var/lib/meshrelay"
-[[ "$(stat -c '%U %a' "$root/var/lib/meshrelay")" == "meshrelay 750" ]]
+[[ "$(stat -c '%U %a' "$root/var/lib/meshrelay")" == "meshrelay 700" ]]
 [[ "$(stat -c '%G %a' "$root/etc/meshrelay/meshrelay.toml")" == "meshrelay 640" ]]
 
 echo "--- systemd-analyze verify of the installed units"
