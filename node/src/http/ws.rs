@@ -42,6 +42,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 )]
 pub async fn upgrade(
     State(state): State<AppState>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
     slot: Option<axum::Extension<super::serve::ConnSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -61,7 +62,7 @@ pub async fn upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                connection(socket, state).await;
+                connection(socket, state, client.ip()).await;
                 // The connection's place under max_connections(_per_ip) is
                 // given back now that the WebSocket closed.
                 drop(slot);
@@ -69,7 +70,7 @@ pub async fn upgrade(
         })
 }
 
-async fn connection(socket: WebSocket, state: AppState) {
+async fn connection(socket: WebSocket, state: AppState, client: std::net::IpAddr) {
     let (sink, mut stream) = socket.split();
     let limits = &state.settings.limits;
     // Bytes bound the queue; the frame count only keeps tiny frames in check.
@@ -96,6 +97,7 @@ async fn connection(socket: WebSocket, state: AppState) {
         pubkey: None,
         inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_PUBLISHES)),
         limiter: state_limits.for_connection(),
+        client,
     };
     let mut deadline = tokio::time::Instant::now() + idle;
     loop {
@@ -199,6 +201,9 @@ struct Session {
     inflight: Arc<Semaphore>,
     /// This connection's publish budget (None: unlimited).
     limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// The client's address: its budget is shared by all its connections
+    /// and its HTTP publishes, so more connections buy no more publishes.
+    client: std::net::IpAddr,
 }
 
 impl Session {
@@ -303,7 +308,9 @@ impl Session {
     /// Publishes run as their own tasks so one connection can keep many in
     /// flight (answers carry the id, so their order does not matter).
     async fn publish(&self, raw: String) {
-        if let Err(secs) = crate::limits::RateLimits::check_connection(&self.limiter) {
+        let budget = crate::limits::RateLimits::check_connection(&self.limiter)
+            .and_then(|()| self.state.limits.check_http(self.client));
+        if let Err(secs) = budget {
             #[derive(serde::Deserialize)]
             struct IdOnly {
                 id: String,
@@ -311,7 +318,7 @@ impl Session {
             let id = serde_json::from_str::<IdOnly>(&raw).ok().map(|x| x.id);
             let err = ProtocolError::new(
                 ErrorCode::RateLimited,
-                format!("too many publishes on this connection; retry in {secs} s"),
+                format!("too many publishes from this connection or address; retry in {secs} s"),
             );
             return self.send(out::ok_refused(id.as_deref(), &err)).await;
         }

@@ -462,7 +462,8 @@ async fn publishing_faster_than_the_limit_is_refused_with_429_and_retry_after() 
         "nothing stored"
     );
 
-    // A WebSocket connection has a budget of its own.
+    // A WebSocket from the same address shares the budget HTTP spent: more
+    // connections buy no more publishes (at most one refilled meanwhile).
     let mut ws = app.ws().await;
     for seq in 4..=6u64 {
         let p = signed(&key, seq, None, "c", "ws");
@@ -473,8 +474,11 @@ async fn publishing_faster_than_the_limit_is_refused_with_429_and_retry_after() 
         answers.push(ws.next_json().await);
     }
     let refused: Vec<&Value> = answers.iter().filter(|a| a["accepted"] == false).collect();
-    assert_eq!(refused.len(), 1, "{answers:?}");
-    assert_eq!(refused[0]["code"], "rate_limited");
+    assert!(refused.len() >= 2, "{answers:?}");
+    assert!(
+        refused.iter().all(|r| r["code"] == "rate_limited"),
+        "{answers:?}"
+    );
 }
 
 #[tokio::test]

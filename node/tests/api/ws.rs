@@ -376,3 +376,35 @@ async fn signals_spend_the_connection_budget_and_a_blocked_key_is_not_relayed() 
         "a blocked key's signal is not relayed"
     );
 }
+
+#[tokio::test]
+async fn more_connections_from_one_address_buy_no_more_publishes() {
+    let app = spawn_app_with(&[
+        ("MESHRELAY_PUBLISH_RATE", "1"),
+        ("MESHRELAY_PUBLISH_BURST", "3"),
+    ])
+    .await;
+    let key = NodeKey::generate();
+    let mut first = app.ws().await;
+    for seq in 1..=3 {
+        let p = signed(&key, seq, None, "budget", &format!("{seq}"));
+        first
+            .send_json(json!({"op": "publish", "payload": p}))
+            .await;
+        assert_eq!(first.next_json().await["accepted"], true);
+    }
+    // A second connection from the same address shares the spent budget.
+    let mut second = app.ws().await;
+    let p = signed(&key, 4, None, "budget", "4");
+    second
+        .send_json(json!({"op": "publish", "payload": p}))
+        .await;
+    let ok = second.next_json().await;
+    assert_eq!(
+        (ok["accepted"].as_bool(), ok["code"].as_str()),
+        (Some(false), Some("rate_limited"))
+    );
+    // So does HTTP from it.
+    let p = signed(&key, 5, None, "budget", "5");
+    assert_eq!(app.publish(&p).await.0, 429);
+}
