@@ -325,7 +325,11 @@ impl Federation {
             )),
             Err(SyncError::BadRequest(why)) => Err(Refused::bad_request(why)),
             Err(e @ SyncError::TooManyRounds(_)) => {
-                Err(Refused::new(ErrorCode::RateLimited, e.to_string()))
+                // The round count restarts within sync_max_secs.
+                Err(Refused::rate_limited(
+                    &e.to_string(),
+                    self.config.sync.max_secs,
+                ))
             }
             Err(SyncError::Store(e)) => Err(Refused::internal(&e)),
         }
@@ -349,11 +353,7 @@ impl Federation {
         }
         // The database hands over no more than the answer holds; the
         // initiator asks again for what did not fit.
-        let budget = MAX_FETCH_ANSWER_BYTES.min(
-            self.config
-                .max_payload_bytes
-                .max(MAX_FETCH_ANSWER_BYTES / 4),
-        );
+        let budget = MAX_FETCH_ANSWER_BYTES.min(self.config.max_response_bytes);
         let (found, _) = self.store.payloads_by_ids(&req.ids, budget).await?;
         // Stored JSON goes out as it is, not re-encoded.
         let mut out = String::from(r#"{"payloads":["#);

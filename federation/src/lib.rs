@@ -67,6 +67,8 @@ pub struct Config {
     pub max_filter_values: usize,
     /// One payload's JSON as received, in inbox items and fetch answers too.
     pub max_payload_bytes: usize,
+    /// One fetch answer, at most (PROTOCOL.md 10).
+    pub max_response_bytes: usize,
     pub sync: SyncConfig,
 }
 

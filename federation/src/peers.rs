@@ -90,7 +90,7 @@ impl Federation {
     /// of it besides: an inbox on the document's own origin (so a peer cannot
     /// aim our deliveries at a third party) and preference filters within
     /// `max_filter_values` (every payload is matched against them).
-    async fn document(&self, url: &str) -> Result<SignedNodeDoc, FetchError> {
+    pub(crate) async fn document(&self, url: &str) -> Result<SignedNodeDoc, FetchError> {
         let doc = self.client.document(url).await?;
         let origin = |u: &str| {
             reqwest::Url::parse(u).ok().map(|u| {

@@ -98,6 +98,7 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
             inbox_rate: 50,
             max_filter_values: 256,
             max_payload_bytes: 262_144,
+            max_response_bytes: 4_194_304,
             sync: meshrelay_federation::SyncConfig {
                 window_days: 7,
                 max_items: 1_000_000,

@@ -119,11 +119,11 @@ impl Store {
         let mut pruned = Pruned::default();
         if let Some(cutoff) = created_before {
             pruned.expired = self
-                .delete_payloads_where("p.created_at < ", cutoff, false)
+                .delete_payloads_where("p.created_at < ", cutoff)
                 .await?;
         }
         pruned.purged_hidden = self
-            .delete_payloads_where("p.hidden AND p.hidden_at < ", hidden_before_ms, true)
+            .delete_payloads_where("p.hidden AND p.hidden_at < ", hidden_before_ms)
             .await?;
         if let Some(cutoff) = tombstones_before {
             pruned.tombstones_dropped = with_pool!(self, p => {
@@ -135,25 +135,23 @@ impl Store {
         Ok(pruned)
     }
 
-    async fn delete_payloads_where(
-        &self,
-        condition: &str,
-        value: i64,
-        tombstone: bool,
-    ) -> Result<u64> {
+    /// Delete the payloads matching `condition`, keeping a tombstone for each
+    /// hidden one (whether it goes for its grace or for retention).
+    async fn delete_payloads_where(&self, condition: &str, value: i64) -> Result<u64> {
         let mut total = 0;
         loop {
             let deleted = with_pool!(self, p => {
                 let mut tx = p.begin_write().await?;
-                let mut qb = QueryBuilder::new("SELECT p.rid, p.id FROM payloads p WHERE ");
+                let mut qb = QueryBuilder::new("SELECT p.rid, p.id, p.hidden FROM payloads p WHERE ");
                 qb.push(condition).push_bind(value).push(" LIMIT ").push_bind(PRUNE_CHUNK);
-                let rows: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                let rids: Vec<i64> = rows.iter().map(|(rid, _)| *rid).collect();
-                if tombstone && !rows.is_empty() {
+                let rows: Vec<(i64, String, bool)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                let rids: Vec<i64> = rows.iter().map(|(rid, _, _)| *rid).collect();
+                let hidden: Vec<&str> = rows.iter().filter(|r| r.2).map(|r| r.1.as_str()).collect();
+                if !hidden.is_empty() {
                     let now = crate::clock::now_secs();
                     let mut qb = QueryBuilder::new("INSERT INTO tombstones (id, purged_at) ");
-                    qb.push_values(&rows, |mut b, (_, id)| {
-                        b.push_bind(id.clone()).push_bind(now);
+                    qb.push_values(&hidden, |mut b, id| {
+                        b.push_bind(id.to_string()).push_bind(now);
                     });
                     qb.push(" ON CONFLICT (id) DO NOTHING");
                     qb.build().execute(&mut *tx).await?;

@@ -603,9 +603,16 @@ async fn prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace(s
     assert_eq!(pruned.purged_hidden, 1);
     assert_eq!(put(&w, &new).await, WriteOutcome::Duplicate);
     assert!(store.get_payload(&new.id).await.unwrap().is_none());
+    // Retention that takes a hidden payload leaves its tombstone too.
+    let old_hidden = payload(&key, 7, 150, "general", vec![]);
+    put(&w, &old_hidden).await;
+    store.hide_payload(&old_hidden.id).await.unwrap();
+    let pruned = store.prune(Some(200), 0, None).await.unwrap();
+    assert_eq!(pruned.expired, 1);
+    assert_eq!(put(&w, &old_hidden).await, WriteOutcome::Duplicate);
     // Tombstones go only when asked to (retention set): then the id is free.
     let pruned = store.prune(None, 0, Some(i64::MAX)).await.unwrap();
-    assert_eq!(pruned.tombstones_dropped, 2);
+    assert_eq!(pruned.tombstones_dropped, 3);
     assert_eq!(put(&w, &new).await, WriteOutcome::Stored { hidden: false });
     store.optimize().await.unwrap();
 }

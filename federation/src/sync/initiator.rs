@@ -488,7 +488,6 @@ impl Federation {
     pub async fn sync_target_by_url(&self, url: &str) -> anyhow::Result<Target> {
         let url = url.trim_end_matches('/');
         let doc = self
-            .client
             .document(url)
             .await
             .map_err(|e| anyhow!("fetching {url}'s node document: {e}"))?;

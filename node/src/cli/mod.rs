@@ -55,7 +55,8 @@ pub enum Command {
     /// Print stored payloads matching a filter, one JSON object a line.
     Query(QueryArgs),
     /// Ask the running node to run one anti-entropy sync now, with one peer
-    /// or with every active peer; shows its progress and prints a summary.
+    /// or with every active or unreachable peer; shows its progress and
+    /// prints a summary.
     Sync(sync::SyncArgs),
     /// Call the admin API of a running node: stats, peers, authors, hide,
     /// deliveries, jobs, audit.

@@ -17,7 +17,7 @@ const MAX_LINE: usize = 1024 * 1024;
 pub struct SyncArgs {
     #[command(flatten)]
     node: NodeConnection,
-    /// The peer's URL; without it, every active peer.
+    /// The peer's URL; without it, every active or unreachable peer.
     #[arg(long)]
     peer: Option<String>,
     /// Start of the window: Unix seconds, or a duration ago such as `36h` or `7d`

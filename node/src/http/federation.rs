@@ -109,6 +109,7 @@ pub struct InboxItemDoc {
         (status = 403, description = "blocked or peer_pending", body = ErrorBody),
         (status = 429, description = "rate_limited: over this peer's inbox_rate (or a sync session's rounds), with Retry-After", body = ErrorBody),
         (status = 413, description = "more than 100 items or 1 MiB", body = ErrorBody),
+        (status = 503, description = "internal: an item could not be stored here; send the batch again", body = ErrorBody),
     )
 )]
 pub async fn inbox(

@@ -288,6 +288,9 @@ fn resolve_federation(raw: &Raw) -> anyhow::Result<meshrelay_federation::Config>
         inbox_rate: raw.inbox_rate,
         max_filter_values: raw.max_filter_values.max(1),
         max_payload_bytes: raw.max_payload_bytes.max(1024),
+        max_response_bytes: raw
+            .max_response_bytes
+            .max(raw.max_payload_bytes.max(1024) + 1024),
         sync: meshrelay_federation::SyncConfig {
             window_days: raw.sync_window_days,
             max_items: raw.sync_max_items.max(1),
