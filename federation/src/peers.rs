@@ -109,7 +109,8 @@ impl Federation {
         }
         if let Subscribe::Filtered { filters } = &doc.doc.subscribe {
             for f in filters {
-                f.check_values(self.config.max_filter_values)
+                f.validate()
+                    .and_then(|()| f.check_values(self.config.max_filter_values))
                     .map_err(|e| FetchError::BadDocument(format!("subscribe: {}", e.message)))?;
             }
         }

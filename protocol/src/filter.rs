@@ -69,6 +69,18 @@ impl Filter {
         fn bad(m: impl Into<String>) -> ProtocolError {
             ProtocolError::bad_request(m)
         }
+        // Numbers are integers below 2^53 (PROTOCOL.md 1): above, RFC 8785
+        // writes two of them the same, so a signed document holding a filter
+        // would verify with either.
+        for (name, n) in [
+            ("since", self.since),
+            ("until", self.until),
+            ("limit", self.limit),
+        ] {
+            if n.is_some_and(|n| n >= MAX_SAFE) {
+                return Err(bad(format!("{name} must be below 2^53")));
+            }
+        }
         for (name, list) in [("ids", &self.ids), ("authors", &self.authors)] {
             if let Some(list) = list {
                 if let Some(v) = list.iter().find(|v| !is_hex32(v)) {
@@ -160,6 +172,9 @@ impl Filter {
     }
 }
 
+/// One past the largest integer JSON numbers carry exactly (2^53).
+const MAX_SAFE: u64 = 1 << 53;
+
 /// A list of filters matches when any of them does.
 pub fn any_matches(filters: &[Filter], p: &Payload) -> bool {
     filters.iter().any(|f| f.matches(p))
@@ -203,6 +218,8 @@ mod tests {
             r#"{"nope":1}"#,
             r#"{"tags":{"T":["x"]}}"#,
             r#"{"since":-1}"#,
+            r#"{"since":9007199254740992}"#,
+            r#"{"limit":9007199254740993}"#,
         ] {
             let v = serde_json::from_str(bad).unwrap();
             assert!(Filter::from_value(v).is_err(), "{bad}");

@@ -87,11 +87,51 @@ impl SignedNodeDoc {
     /// Check the signature by the document's own `node` key.
     pub fn verify_signature(&self) -> Result<PublicKey> {
         let bad = |m: String| ProtocolError::new(crate::ErrorCode::AuthFailed, m);
+        // RFC 8785 writes integers as doubles: past 2^53 two documents that
+        // differ in `issued_at` would share one signature.
+        if self.doc.issued_at >= 1 << 53 {
+            return Err(bad("issued_at must be below 2^53".into()));
+        }
         let key = PublicKey::from_hex(&self.doc.node).map_err(bad)?;
         let sig = decode_fixed::<64>(&self.sig, "sig").map_err(bad)?;
         if !key.verify(&self.doc.signing_message(), &sig) {
             return Err(bad("node document signature does not verify".into()));
         }
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(issued_at: u64) -> NodeDoc {
+        NodeDoc {
+            node: String::new(),
+            url: "https://r.example".into(),
+            software: Software {
+                name: "meshrelay".into(),
+                version: "0".into(),
+            },
+            inbox: "https://r.example/v1/federation/inbox".into(),
+            subscribe: Subscribe::All,
+            issued_at,
+        }
+    }
+
+    #[test]
+    fn a_document_past_2_pow_53_is_refused_whatever_it_signs() {
+        let key = NodeKey::generate();
+        let signed = |t| {
+            let mut d = doc(t);
+            d.node = key.public_hex();
+            d.sign(&key)
+        };
+        assert!(signed(1_763_800_000).verify_signature().is_ok());
+        // 2^53 and 2^53 + 1 canonicalize alike: neither may verify.
+        let mut forged = signed(1 << 53);
+        forged.doc.issued_at = (1 << 53) + 1;
+        assert!(signed(1 << 53).verify_signature().is_err());
+        assert!(forged.verify_signature().is_err());
     }
 }
