@@ -196,20 +196,10 @@ async fn a_reader_that_stops_is_closed_once_its_queue_passes_ws_queue_bytes() {
         frames < 600,
         "closed after {frames} frames: bytes, not frames, decided"
     );
-    let mut code = None;
-    while let Ok(Some(msg)) =
-        tokio::time::timeout(Duration::from_secs(15), slow.stream.next()).await
-    {
-        match msg {
-            Ok(Message::Close(Some(frame))) => {
-                code = Some((frame.code, frame.reason.to_string()));
-                break;
-            }
-            Ok(_) => continue,
-            Err(_) => break,
-        }
-    }
-    assert_eq!(code, Some((CloseCode::Policy, "slow consumer".to_string())));
+    assert_eq!(
+        slow.close_frame(15).await,
+        Some((CloseCode::Policy, "slow consumer".to_string()))
+    );
 }
 
 #[tokio::test]

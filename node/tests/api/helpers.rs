@@ -151,6 +151,29 @@ impl WsClient {
         }
     }
 
+    /// Read past queued frames to the close frame: its code and reason, or
+    /// None when the stream ends (or stays silent `secs`) without one.
+    pub async fn close_frame(
+        &mut self,
+        secs: u64,
+    ) -> Option<(
+        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode,
+        String,
+    )> {
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_secs(secs), self.stream.next()).await
+        {
+            match msg {
+                Ok(Message::Close(Some(frame))) => {
+                    return Some((frame.code, frame.reason.to_string()))
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
     /// The next frame if one arrives within `ms` milliseconds.
     pub async fn maybe_json(&mut self, ms: u64) -> Option<Value> {
         match tokio::time::timeout(Duration::from_millis(ms), self.stream.next()).await {
