@@ -453,18 +453,23 @@ async fn pending_outbox(dir: &std::path::Path) -> i64 {
     n
 }
 
+/// Publish one new payload at `node` over HTTP; it must be stored (201).
+async fn publish_one(client: &reqwest::Client, node: &Node, p: &Payload) {
+    let r = client
+        .post(format!("{}/v1/payloads", node.base))
+        .body(p.to_json())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
 async fn publish_many(node: &Node, n: u64, tag: &str) {
     let key = NodeKey::generate();
     let client = reqwest::Client::new();
     for seq in 1..=n {
         let p = post(&key, seq, "mesh/partition", &format!("{tag} {seq}"));
-        let r = client
-            .post(format!("{}/v1/payloads", node.base))
-            .body(p.to_json())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        publish_one(&client, node, &p).await;
     }
 }
 
@@ -612,13 +617,7 @@ async fn publish_until_unreachable(node: &Node, dir: &std::path::Path, tag: &str
         for _ in 0..20 {
             seq += 1;
             let p = post(&key, seq, "mesh/heal", &format!("{tag} {seq}"));
-            let r = client
-                .post(format!("{}/v1/payloads", node.base))
-                .body(p.to_json())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
+            publish_one(&client, node, &p).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
