@@ -1,4 +1,4 @@
-//! meshrelay wire types (PROTOCOL.md sections 1–3, 4.2 and 5.1): pure data and
+//! meshrelay wire types (PROTOCOL.md sections 1–3, 4.2, 4.4 and 5.1): pure data and
 //! checks, no I/O, so every other crate and every other implementation agrees on them.
 
 pub mod clock;
@@ -8,6 +8,7 @@ pub mod hexfmt;
 pub mod keys;
 pub mod node_doc;
 pub mod payload;
+pub mod receipt;
 pub mod strict_json;
 pub mod ws;
 
