@@ -24,6 +24,9 @@ pub enum Source<'a> {
 pub struct Accepted {
     pub id: String,
     pub duplicate: bool,
+    /// When this node first stored it (PROTOCOL.md 4.4); `None` only for a
+    /// duplicate of a payload purged before the node kept that time.
+    pub received_at: Option<u64>,
 }
 
 /// What federation needs from the node to take in a peer's payloads.

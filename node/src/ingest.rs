@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use meshrelay_federation::{Accepted, Ingest, Source};
+use meshrelay_protocol::receipt::Receipt;
 use meshrelay_protocol::{ErrorCode, Payload, ProtocolError, PublicKey};
 use meshrelay_store::WriteOutcome;
 
@@ -121,10 +122,11 @@ pub async fn store_checked(
     payload: Payload,
     source: Source<'_>,
 ) -> Result<Accepted, ProtocolError> {
-    if state.seen.contains_key(&payload.id) {
+    if let Some(received_at) = state.seen.get(&payload.id) {
         return Ok(Accepted {
             id: payload.id,
             duplicate: true,
+            received_at,
         });
     }
     let (from, forward) = match source {
@@ -141,15 +143,10 @@ pub async fn store_checked(
     };
     let json: Arc<str> = payload.to_json().into();
     let payload = Arc::new(payload);
+    let now = meshrelay_protocol::clock::now_secs();
     let outcome = state
         .writer
-        .write_and_forward(
-            payload.clone(),
-            json.clone(),
-            from,
-            meshrelay_protocol::clock::now_secs(),
-            forward.clone(),
-        )
+        .write_and_forward(payload.clone(), json.clone(), from, now, forward.clone())
         .await
         .map_err(|e| {
             tracing::error!(error = ?e, "storing a payload failed");
@@ -161,7 +158,8 @@ pub async fn store_checked(
     let id = payload.id.clone();
     match outcome {
         WriteOutcome::Stored { hidden } => {
-            state.seen.insert(id.clone(), ());
+            let received_at = Some(now as u64);
+            state.seen.insert(id.clone(), received_at);
             if !hidden {
                 state.federation.wake(&forward);
                 let fresh = Arc::new(Fresh {
@@ -173,13 +171,16 @@ pub async fn store_checked(
             Ok(Accepted {
                 id,
                 duplicate: false,
+                received_at,
             })
         }
-        WriteOutcome::Duplicate => {
-            state.seen.insert(id.clone(), ());
+        WriteOutcome::Duplicate { received_at } => {
+            let received_at = received_at.map(|t| t as u64);
+            state.seen.insert(id.clone(), received_at);
             Ok(Accepted {
                 id,
                 duplicate: true,
+                received_at,
             })
         }
         WriteOutcome::Blocked => Err(ProtocolError::new(
@@ -187,4 +188,12 @@ pub async fn store_checked(
             "this node does not accept payloads by this author",
         )),
     }
+}
+
+/// The node's signed receipt for a payload it accepted from a local client
+/// (PROTOCOL.md 4.4); none when the first storage time is not known.
+pub fn receipt(state: &AppState, accepted: &Accepted) -> Option<Receipt> {
+    let at = accepted.received_at?;
+    // The id was checked before it was stored, so it is 64 lowercase hex.
+    Receipt::sign(&state.node_key, &accepted.id, at).ok()
 }

@@ -22,7 +22,8 @@ pub struct AppState {
     /// Signs the node document; its public half identifies the node.
     pub node_key: Arc<NodeKey>,
     /// Ids known to be stored, so repeats skip the writer (they are still verified first).
-    pub seen: moka::sync::Cache<String, ()>,
+    /// Ids stored lately, with when they were first stored (for a receipt).
+    pub seen: moka::sync::Cache<String, Option<u64>>,
     /// Author keys already decoded (a point decompression each), by hex.
     pub keys: moka::sync::Cache<String, meshrelay_protocol::PublicKey>,
     /// Cancelled on SIGTERM/SIGINT: WebSockets close with 1001, loops stop.

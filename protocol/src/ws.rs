@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{ProtocolError, Result};
 use crate::filter::Filter;
 use crate::payload::{valid_channel, valid_tag_name};
+use crate::receipt::Receipt;
 
 /// Most bytes of a signal's `data`, serialized.
 pub const MAX_SIGNAL_DATA_BYTES: usize = 4096;
@@ -172,8 +173,13 @@ pub mod out {
         json!({"op": "auth_ok", "pubkey": pubkey}).to_string()
     }
 
-    pub fn ok_accepted(id: &str, duplicate: bool) -> String {
-        json!({"op": "ok", "id": id, "accepted": true, "duplicate": duplicate}).to_string()
+    /// An accepted publish, with the node's receipt for it (PROTOCOL.md 4.4).
+    pub fn ok_accepted(id: &str, duplicate: bool, receipt: Option<&Receipt>) -> String {
+        let mut frame = json!({"op": "ok", "id": id, "accepted": true, "duplicate": duplicate});
+        if let Some(r) = receipt {
+            frame["receipt"] = json!(r);
+        }
+        frame.to_string()
     }
 
     pub fn ok_refused(id: Option<&str>, err: &ProtocolError) -> String {

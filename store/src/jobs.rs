@@ -142,16 +142,19 @@ impl Store {
         loop {
             let deleted = with_pool!(self, p => {
                 let mut tx = p.begin_write().await?;
-                let mut qb = QueryBuilder::new("SELECT p.rid, p.id, p.hidden FROM payloads p WHERE ");
+                let mut qb = QueryBuilder::new("SELECT p.rid, p.id, p.hidden, p.received_at FROM payloads p WHERE ");
                 qb.push(condition).push_bind(value).push(" LIMIT ").push_bind(PRUNE_CHUNK);
-                let rows: Vec<(i64, String, bool)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                let rids: Vec<i64> = rows.iter().map(|(rid, _, _)| *rid).collect();
-                let hidden: Vec<&str> = rows.iter().filter(|r| r.2).map(|r| r.1.as_str()).collect();
+                let rows: Vec<(i64, String, bool, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                let rids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                // The first time it was stored goes with the id: a duplicate's
+                // receipt carries it (PROTOCOL.md 4.4).
+                let hidden: Vec<(&str, i64)> =
+                    rows.iter().filter(|r| r.2).map(|r| (r.1.as_str(), r.3)).collect();
                 if !hidden.is_empty() {
                     let now = crate::clock::now_secs();
-                    let mut qb = QueryBuilder::new("INSERT INTO tombstones (id, purged_at) ");
-                    qb.push_values(&hidden, |mut b, id| {
-                        b.push_bind(id.to_string()).push_bind(now);
+                    let mut qb = QueryBuilder::new("INSERT INTO tombstones (id, purged_at, received_at) ");
+                    qb.push_values(&hidden, |mut b, (id, received_at)| {
+                        b.push_bind(id.to_string()).push_bind(now).push_bind(*received_at);
                     });
                     qb.push(" ON CONFLICT (id) DO NOTHING");
                     qb.build().execute(&mut *tx).await?;

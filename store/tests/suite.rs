@@ -92,6 +92,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     a_written_payload_reads_back_byte_for_byte,
     a_second_write_of_an_id_is_a_duplicate,
+    a_duplicate_carries_the_time_it_was_first_stored,
     queries_order_newest_first_and_page_with_a_cursor,
     filters_select_by_channel_prefix_tag_author_kind_and_time,
     head_and_log_keep_forks_together,
@@ -190,6 +191,11 @@ fn payload(
     )
 }
 
+/// What a repeat of a payload `put` stored answers: a duplicate, first stored at 1.
+const DUPLICATE: WriteOutcome = WriteOutcome::Duplicate {
+    received_at: Some(1),
+};
+
 async fn put(w: &Writer, p: &Payload) -> WriteOutcome {
     w.write(Arc::new(p.clone()), p.to_json().into(), None, 1)
         .await
@@ -228,12 +234,45 @@ async fn a_second_write_of_an_id_is_a_duplicate(store: &Store) {
     assert_eq!(
         got,
         vec![
-            WriteOutcome::Duplicate,
+            DUPLICATE,
             WriteOutcome::Stored { hidden: false }
         ]
     );
-    assert_eq!(put(&w, &p).await, WriteOutcome::Duplicate);
+    assert_eq!(put(&w, &p).await, DUPLICATE);
     assert_eq!(store.count_payloads().await.unwrap(), 1);
+}
+
+/// PROTOCOL.md 4.4: a duplicate's receipt carries the original time, whether
+/// the first copy is held, in the same batch, hidden, or purged to a tombstone.
+async fn a_duplicate_carries_the_time_it_was_first_stored(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let at = |p: &Payload, t: i64| w.write(Arc::new(p.clone()), p.to_json().into(), None, t);
+    let p = payload(&key, 1, 100, "general", vec![]);
+    assert_eq!(at(&p, 50).await.unwrap(), WriteOutcome::Stored { hidden: false });
+    let again = WriteOutcome::Duplicate {
+        received_at: Some(50),
+    };
+    assert_eq!(at(&p, 60).await.unwrap(), again);
+    // Two copies in flight at once: whichever is stored, the other names its time.
+    let q = payload(&key, 2, 101, "general", vec![]);
+    let (a, b) = tokio::join!(at(&q, 70), at(&q, 70));
+    let mut got = vec![a.unwrap(), b.unwrap()];
+    got.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(
+        got,
+        vec![
+            WriteOutcome::Duplicate {
+                received_at: Some(70)
+            },
+            WriteOutcome::Stored { hidden: false }
+        ]
+    );
+    // Hidden, then purged: the tombstone keeps the time.
+    store.hide_payload(&p.id).await.unwrap();
+    assert_eq!(at(&p, 80).await.unwrap(), again);
+    assert_eq!(store.prune(None, i64::MAX, None).await.unwrap().purged_hidden, 1);
+    assert_eq!(at(&p, 90).await.unwrap(), again);
 }
 
 async fn queries_order_newest_first_and_page_with_a_cursor(store: &Store) {
@@ -421,7 +460,7 @@ async fn a_delete_hides_its_authors_payloads_in_either_order(store: &Store) {
     assert!(store.get_payload(&theirs.id).await.unwrap().is_some());
     assert!(store.get_payload(&del.id).await.unwrap().is_some());
     // publishing a hidden payload again is a duplicate and does not unhide it
-    assert_eq!(put(&w, &early).await, WriteOutcome::Duplicate);
+    assert_eq!(put(&w, &early).await, DUPLICATE);
     assert_eq!(store.get_payload(&early.id).await.unwrap(), None);
     let log = store
         .author_log(&me.public_hex(), 0, 100, usize::MAX)
@@ -469,7 +508,7 @@ async fn an_operator_can_hide_one_payload(store: &Store) {
     assert!(store.hide_payload(&p.id).await.unwrap());
     assert!(!store.hide_payload(&p.id).await.unwrap());
     assert_eq!(store.get_payload(&p.id).await.unwrap(), None);
-    assert_eq!(put(&w, &p).await, WriteOutcome::Duplicate);
+    assert_eq!(put(&w, &p).await, DUPLICATE);
 }
 
 async fn tag_values_with_nul_bytes_are_stored(store: &Store) {
@@ -595,13 +634,13 @@ async fn prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace(s
     );
     // A purged payload published again is a duplicate: its tombstone is kept
     // (PROTOCOL.md 2.3), and nothing is stored.
-    assert_eq!(put(&w, &gone).await, WriteOutcome::Duplicate);
+    assert_eq!(put(&w, &gone).await, DUPLICATE);
     assert_eq!(store.count_payloads().await.unwrap(), 2);
     // So is one an operator removed, once it was purged.
     store.hide_payload(&new.id).await.unwrap();
     let pruned = store.prune(None, i64::MAX, None).await.unwrap();
     assert_eq!(pruned.purged_hidden, 1);
-    assert_eq!(put(&w, &new).await, WriteOutcome::Duplicate);
+    assert_eq!(put(&w, &new).await, DUPLICATE);
     assert!(store.get_payload(&new.id).await.unwrap().is_none());
     // Retention that takes a hidden payload leaves its tombstone too.
     let old_hidden = payload(&key, 7, 150, "general", vec![]);
@@ -609,7 +648,7 @@ async fn prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace(s
     store.hide_payload(&old_hidden.id).await.unwrap();
     let pruned = store.prune(Some(200), 0, None).await.unwrap();
     assert_eq!(pruned.expired, 1);
-    assert_eq!(put(&w, &old_hidden).await, WriteOutcome::Duplicate);
+    assert_eq!(put(&w, &old_hidden).await, DUPLICATE);
     // Tombstones go only when asked to (retention set): then the id is free.
     let pruned = store.prune(None, 0, Some(i64::MAX)).await.unwrap();
     assert_eq!(pruned.tombstones_dropped, 3);
@@ -721,7 +760,7 @@ async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Sto
     );
     assert_eq!(
         put_fwd(p.clone()).await,
-        WriteOutcome::Duplicate,
+        DUPLICATE,
         "a duplicate queues nothing new"
     );
     let due = store.due_items(&peer, i64::MAX, 100).await.unwrap();

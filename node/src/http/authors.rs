@@ -3,6 +3,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use meshrelay_protocol::receipt::SignedHead;
 use meshrelay_protocol::PublicKey;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -39,10 +40,19 @@ pub async fn head(
         .head(&key)
         .await?
         .ok_or_else(|| ApiError::not_found("no payloads of this author are held"))?;
+    let at = meshrelay_protocol::clock::now_wire_secs();
+    let signed = SignedHead::sign(&state.node_key, &key, row.seq as u64, &row.id, at)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing a head failed (a stored id is not 64 hex)");
+            ApiError::new(meshrelay_protocol::ErrorCode::Internal, "internal error")
+        })?;
     Ok(Json(HeadResponse {
-        author: key,
-        seq: row.seq as u64,
-        id: row.id,
+        author: signed.author,
+        seq: signed.seq,
+        id: signed.id,
+        at: signed.at,
+        node: signed.node,
+        sig: signed.sig,
     }))
 }
 

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::schema::{ErrorBody, PayloadDoc, PublishResponse, QueryResponse};
 use crate::error::{body_or_413, ApiError, ApiResult};
-use crate::ingest::ingest;
+use crate::ingest::{ingest, receipt};
 use crate::state::AppState;
 
 /// Publish one payload.
@@ -50,9 +50,14 @@ pub async fn publish(
         .map_err(|_| ApiError::new(ErrorCode::InvalidPayload, "body is not UTF-8"))?;
     // A task of its own: a client hanging up mid-request must not stop the
     // fan-out of a payload that was already committed.
-    let accepted = tokio::spawn(async move { ingest(&state, &text, "http").await })
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
+    let accepted = tokio::spawn(async move {
+        let accepted = ingest(&state, &text, "http").await?;
+        let receipt = receipt(&state, &accepted);
+        Ok::<_, meshrelay_protocol::ProtocolError>((accepted, receipt))
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    let (accepted, receipt) = accepted?;
     let status = if accepted.duplicate {
         StatusCode::OK
     } else {
@@ -64,6 +69,7 @@ pub async fn publish(
             id: accepted.id,
             accepted: true,
             duplicate: accepted.duplicate,
+            receipt,
         }),
     ))
 }

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use meshrelay_protocol::receipt::Receipt;
 use utoipa::ToSchema;
 
 /// `{"error": {"code", "message"}}`.
@@ -41,6 +42,26 @@ pub struct PublishResponse {
     pub id: String,
     pub accepted: bool,
     pub duplicate: bool,
+    /// The node's signed promise that it stored the payload (PROTOCOL.md 4.4).
+    /// Absent only for a duplicate of a payload purged before the node kept
+    /// its first storage time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ReceiptDoc>)]
+    pub receipt: Option<Receipt>,
+}
+
+/// A receipt (PROTOCOL.md 4.4): `sig` is Ed25519 by `node` over
+/// `"meshrelay-receipt-v1:"`, the 32 bytes of `id`, and `received_at` as 8
+/// bytes big-endian.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct ReceiptDoc {
+    /// The node key, lowercase hex.
+    pub node: String,
+    pub id: String,
+    /// When this node first stored the payload, from a client or a peer.
+    pub received_at: u64,
+    pub sig: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -51,11 +72,18 @@ pub struct QueryResponse {
     pub next_cursor: Option<String>,
 }
 
+/// The author's head, signed (PROTOCOL.md 4.4): `sig` is Ed25519 by `node`
+/// over `"meshrelay-head-v1:"`, the 32 bytes of `author`, `seq` as 8 bytes
+/// big-endian, the 32 bytes of `id`, and `at` as 8 bytes big-endian.
 #[derive(Serialize, ToSchema)]
 pub struct HeadResponse {
     pub author: String,
     pub seq: u64,
     pub id: String,
+    /// The time of this answer.
+    pub at: u64,
+    pub node: String,
+    pub sig: String,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{CloseReason, Conn};
-use crate::ingest::ingest;
+use crate::ingest::{ingest, receipt};
 use crate::state::AppState;
 
 /// Publishes one connection may have in flight; more wait for a slot, which
@@ -329,7 +329,7 @@ impl Session {
         let conn = self.conn.clone();
         tokio::spawn(async move {
             let answer = match ingest(&state, &raw, "ws").await {
-                Ok(a) => out::ok_accepted(&a.id, a.duplicate),
+                Ok(a) => out::ok_accepted(&a.id, a.duplicate, receipt(&state, &a).as_ref()),
                 Err(e) => {
                     #[derive(serde::Deserialize)]
                     struct IdOnly {

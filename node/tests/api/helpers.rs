@@ -183,6 +183,19 @@ impl WsClient {
     }
 }
 
+/// An accepting answer with its receipt taken out, after checking that it
+/// verifies and names the answer's id (PROTOCOL.md 4.4).
+pub fn without_receipt(mut answer: Value) -> Value {
+    let receipt = answer
+        .as_object_mut()
+        .and_then(|o| o.remove("receipt"))
+        .unwrap_or_else(|| panic!("no receipt in {answer}"));
+    let receipt: meshrelay_protocol::receipt::Receipt = serde_json::from_value(receipt).unwrap();
+    receipt.verify().unwrap();
+    assert_eq!(answer["id"].as_str(), Some(receipt.id.as_str()));
+    answer
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -7,5 +7,6 @@ mod federation;
 mod helpers;
 mod hostile;
 mod http;
+mod receipts;
 mod sync;
 mod ws;

@@ -39,8 +39,9 @@ fn plan<'b>(payloads: impl Iterator<Item = &'b Payload>) -> Plan<'b> {
 pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutcome>> {
     let Plan { first, authors } = plan(batch.iter().map(|j| &*j.payload));
     // Every submission not stored below is a duplicate: of an earlier one in
-    // this batch, or of a row already held.
-    let mut outcomes = vec![WriteOutcome::Duplicate; batch.len()];
+    // this batch, or of a row already held; its first storage time is filled
+    // in after the commit.
+    let mut outcomes = vec![WriteOutcome::Duplicate { received_at: None }; batch.len()];
     with_pool!(store, pool => {
         let mut tx = pool.begin_write().await?;
         let blocked = Steps::blocked_among(&mut tx, &authors).await?;
@@ -54,7 +55,7 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
                 if blocked.contains(&p.author) {
                     outcomes[i] = WriteOutcome::Blocked;
                     None
-                } else if tombstoned.contains(&p.id) {
+                } else if tombstoned.contains_key(&p.id) {
                     None
                 } else {
                     Some(&batch[i])
@@ -86,11 +87,37 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
             })
             .collect();
         Steps::queue_forwards(&mut tx, &forwards, now).await?;
+        // When each duplicate was first stored: by this batch, before it, or
+        // (for a purged one) as its tombstone says.
+        let mut first_stored: HashMap<&str, Option<i64>> = candidates
+            .iter()
+            .filter(|j| inserted.contains_key(&j.payload.id))
+            .map(|j| (j.payload.id.as_str(), Some(j.received_at)))
+            .collect();
+        first_stored.extend(tombstoned.iter().map(|(id, at)| (id.as_str(), *at)));
+        let held: Vec<&str> = batch
+            .iter()
+            .map(|j| j.payload.id.as_str())
+            .filter(|id| !first_stored.contains_key(id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let held_at = Steps::received_at_of(&mut tx, &held).await?;
         tx.commit().await?;
         for &i in &first {
             let id = &batch[i].payload.id;
             if inserted.contains_key(id) {
                 outcomes[i] = WriteOutcome::Stored { hidden: hidden.contains(id) };
+            }
+        }
+        for (i, job) in batch.iter().enumerate() {
+            if let WriteOutcome::Duplicate { received_at } = &mut outcomes[i] {
+                let id = job.payload.id.as_str();
+                *received_at = first_stored
+                    .get(id)
+                    .copied()
+                    .flatten()
+                    .or_else(|| held_at.get(id).copied());
             }
         }
         // A repeat within the batch of a blocked author's payload is refused
@@ -141,11 +168,17 @@ trait Steps: sqlx::Database + Sized {
         authors: &'a HashSet<&str>,
     ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
 
-    /// The ids among these kept as tombstones.
+    /// The ids among these kept as tombstones, with their first storage time.
     fn tombstoned_among<'a>(
         tx: &'a mut Transaction<'static, Self>,
         ids: &'a [&str],
-    ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
+    ) -> impl Future<Output = Result<HashMap<String, Option<i64>>>> + Send + 'a;
+
+    /// When each of these held payloads was first stored.
+    fn received_at_of<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        ids: &'a [&str],
+    ) -> impl Future<Output = Result<HashMap<String, i64>>> + Send + 'a;
 
     /// Insert the payloads not held yet; returns the new ones' `id -> rid`.
     fn insert_payloads<'a>(
@@ -198,16 +231,35 @@ macro_rules! impl_steps {
             async fn tombstoned_among(
                 tx: &mut Transaction<'static, Self>,
                 ids: &[&str],
-            ) -> Result<HashSet<String>> {
-                let mut found = HashSet::new();
+            ) -> Result<HashMap<String, Option<i64>>> {
+                let mut found = HashMap::new();
                 for chunk in ids.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new("SELECT id FROM tombstones WHERE id IN (");
+                    let mut qb = QueryBuilder::new("SELECT id, received_at FROM tombstones WHERE id IN (");
                     let mut sep = qb.separated(", ");
                     for id in chunk {
                         sep.push_bind(id.to_string());
                     }
                     qb.push(")");
-                    found.extend(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?);
+                    found.extend(
+                        qb.build_query_as::<(String, Option<i64>)>().fetch_all(&mut **tx).await?,
+                    );
+                }
+                Ok(found)
+            }
+
+            async fn received_at_of(
+                tx: &mut Transaction<'static, Self>,
+                ids: &[&str],
+            ) -> Result<HashMap<String, i64>> {
+                let mut found = HashMap::new();
+                for chunk in ids.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new("SELECT id, received_at FROM payloads WHERE id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.to_string());
+                    }
+                    qb.push(")");
+                    found.extend(qb.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
                 }
                 Ok(found)
             }

@@ -16,8 +16,10 @@ mod batch;
 pub enum WriteOutcome {
     /// Newly stored. `hidden` when a delete stored earlier already names it.
     Stored { hidden: bool },
-    /// Already held (visible or not); nothing changed.
-    Duplicate,
+    /// Already held (visible or not), or kept as a tombstone; nothing
+    /// changed. `received_at` is when this node first stored it (PROTOCOL.md
+    /// 4.4), `None` only for a tombstone older than that record.
+    Duplicate { received_at: Option<i64> },
     /// Its author is blocked; not stored.
     Blocked,
 }
