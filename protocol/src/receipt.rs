@@ -138,7 +138,12 @@ mod tests {
         let author = NodeKey::generate().public_hex();
         let h = SignedHead::sign(&key, &author, 7, &"cd".repeat(32), 1_763_800_000).unwrap();
         h.verify().unwrap();
-        assert!(SignedHead { seq: 6, ..h.clone() }.verify().is_err());
+        assert!(SignedHead {
+            seq: 6,
+            ..h.clone()
+        }
+        .verify()
+        .is_err());
         assert!(SignedHead { at: 1, ..h }.verify().is_err());
     }
 }

@@ -19,12 +19,19 @@ fn vectors() -> Value {
 }
 
 fn raw32(v: &Value) -> [u8; 32] {
-    hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
+    hex::decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
 
 fn node_key(v: &Value) -> NodeKey {
     let key = NodeKey::from_seed_hex(v["node_seed"].as_str().unwrap()).unwrap();
-    assert_eq!(key.public_hex(), v["node"].as_str().unwrap(), "node key from seed");
+    assert_eq!(
+        key.public_hex(),
+        v["node"].as_str().unwrap(),
+        "node key from seed"
+    );
     key
 }
 
@@ -39,10 +46,22 @@ fn every_receipt_vector_reproduces_and_verifies() {
         let id = case["id"].as_str().unwrap();
         let at = case["received_at"].as_u64().unwrap();
         let message = receipt_message(&raw32(&case["id"]), at);
-        assert_eq!(message.len() as u64, case["message_len"].as_u64().unwrap(), "{name}");
-        assert_eq!(hex::encode(message), case["message_hex"].as_str().unwrap(), "{name}: message");
+        assert_eq!(
+            message.len() as u64,
+            case["message_len"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            hex::encode(message),
+            case["message_hex"].as_str().unwrap(),
+            "{name}: message"
+        );
         let signed = Receipt::sign(&key, id, at).unwrap();
-        assert_eq!(signed.sig, case["sig"].as_str().unwrap(), "{name}: signature");
+        assert_eq!(
+            signed.sig,
+            case["sig"].as_str().unwrap(),
+            "{name}: signature"
+        );
         let given: Receipt = serde_json::from_value(case["receipt"].clone()).unwrap();
         assert_eq!(given, signed, "{name}: receipt object");
         given.verify().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -59,8 +78,16 @@ fn every_head_vector_reproduces_and_verifies() {
         let name = case["name"].as_str().unwrap();
         let (seq, at) = (case["seq"].as_u64().unwrap(), case["at"].as_u64().unwrap());
         let message = head_message(&raw32(&case["author"]), seq, &raw32(&case["id"]), at);
-        assert_eq!(message.len() as u64, case["message_len"].as_u64().unwrap(), "{name}");
-        assert_eq!(hex::encode(message), case["message_hex"].as_str().unwrap(), "{name}: message");
+        assert_eq!(
+            message.len() as u64,
+            case["message_len"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            hex::encode(message),
+            case["message_hex"].as_str().unwrap(),
+            "{name}: message"
+        );
         let signed = SignedHead::sign(
             &key,
             case["author"].as_str().unwrap(),
@@ -69,7 +96,11 @@ fn every_head_vector_reproduces_and_verifies() {
             at,
         )
         .unwrap();
-        assert_eq!(signed.sig, case["sig"].as_str().unwrap(), "{name}: signature");
+        assert_eq!(
+            signed.sig,
+            case["sig"].as_str().unwrap(),
+            "{name}: signature"
+        );
         let given: SignedHead = serde_json::from_value(case["head"].clone()).unwrap();
         assert_eq!(given, signed, "{name}: head object");
         given.verify().unwrap_or_else(|e| panic!("{name}: {e}"));

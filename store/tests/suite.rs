@@ -231,13 +231,7 @@ async fn a_second_write_of_an_id_is_a_duplicate(store: &Store) {
     let (a, b) = tokio::join!(put(&w, &p), put(&w, &p));
     let mut got = vec![a, b];
     got.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(
-        got,
-        vec![
-            DUPLICATE,
-            WriteOutcome::Stored { hidden: false }
-        ]
-    );
+    assert_eq!(got, vec![DUPLICATE, WriteOutcome::Stored { hidden: false }]);
     assert_eq!(put(&w, &p).await, DUPLICATE);
     assert_eq!(store.count_payloads().await.unwrap(), 1);
 }
@@ -249,7 +243,10 @@ async fn a_duplicate_carries_the_time_it_was_first_stored(store: &Store) {
     let key = NodeKey::generate();
     let at = |p: &Payload, t: i64| w.write(Arc::new(p.clone()), p.to_json().into(), None, t);
     let p = payload(&key, 1, 100, "general", vec![]);
-    assert_eq!(at(&p, 50).await.unwrap(), WriteOutcome::Stored { hidden: false });
+    assert_eq!(
+        at(&p, 50).await.unwrap(),
+        WriteOutcome::Stored { hidden: false }
+    );
     let again = WriteOutcome::Duplicate {
         received_at: Some(50),
     };
@@ -271,7 +268,14 @@ async fn a_duplicate_carries_the_time_it_was_first_stored(store: &Store) {
     // Hidden, then purged: the tombstone keeps the time.
     store.hide_payload(&p.id).await.unwrap();
     assert_eq!(at(&p, 80).await.unwrap(), again);
-    assert_eq!(store.prune(None, i64::MAX, None).await.unwrap().purged_hidden, 1);
+    assert_eq!(
+        store
+            .prune(None, i64::MAX, None)
+            .await
+            .unwrap()
+            .purged_hidden,
+        1
+    );
     assert_eq!(at(&p, 90).await.unwrap(), again);
 }
 

@@ -41,8 +41,8 @@ pub async fn head(
         .await?
         .ok_or_else(|| ApiError::not_found("no payloads of this author are held"))?;
     let at = meshrelay_protocol::clock::now_wire_secs();
-    let signed = SignedHead::sign(&state.node_key, &key, row.seq as u64, &row.id, at)
-        .map_err(|e| {
+    let signed =
+        SignedHead::sign(&state.node_key, &key, row.seq as u64, &row.id, at).map_err(|e| {
             tracing::error!(error = %e, "signing a head failed (a stored id is not 64 hex)");
             ApiError::new(meshrelay_protocol::ErrorCode::Internal, "internal error")
         })?;

@@ -1,8 +1,8 @@
 //! Response shapes, as types so the OpenAPI document and the handlers share them.
 
+use meshrelay_protocol::receipt::Receipt;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use meshrelay_protocol::receipt::Receipt;
 use utoipa::ToSchema;
 
 /// `{"error": {"code", "message"}}`.

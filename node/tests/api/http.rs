@@ -26,7 +26,10 @@ async fn publishing_answers_201_then_200_for_a_duplicate() {
         json!({"id": p.id, "accepted": true, "duplicate": true})
     );
     assert!(first.is_some(), "an accepting answer carries a receipt");
-    assert_eq!(first, again, "a duplicate's receipt names the first storage");
+    assert_eq!(
+        first, again,
+        "a duplicate's receipt names the first storage"
+    );
 }
 
 #[tokio::test]

@@ -31,7 +31,10 @@ async fn http_and_websocket_receipts_verify_and_keep_the_first_time() {
     let (status, body) = app.publish(&p).await;
     assert_eq!(status, 201);
     let first = receipt_of(&body);
-    assert_eq!((first.node.as_str(), first.id.as_str()), (node.as_str(), p.id.as_str()));
+    assert_eq!(
+        (first.node.as_str(), first.id.as_str()),
+        (node.as_str(), p.id.as_str())
+    );
     assert!(
         (before..=now()).contains(&first.received_at),
         "received_at {} is the time of storing",
@@ -44,11 +47,15 @@ async fn http_and_websocket_receipts_verify_and_keep_the_first_time() {
     let mut ws = app.ws().await;
     let q = signed(&key, 2, Some(&p.id), "general", "also kept");
     for payload in [&q, &p] {
-        ws.send_json(json!({"op": "publish", "payload": payload})).await;
+        ws.send_json(json!({"op": "publish", "payload": payload}))
+            .await;
         let ok = ws.next_json().await;
         assert_eq!((&ok["op"], &ok["accepted"]), (&json!("ok"), &json!(true)));
         let r = receipt_of(&ok);
-        assert_eq!((r.node.as_str(), r.id.as_str()), (node.as_str(), payload.id.as_str()));
+        assert_eq!(
+            (r.node.as_str(), r.id.as_str()),
+            (node.as_str(), payload.id.as_str())
+        );
         if payload.id == p.id {
             assert_eq!(ok["duplicate"], true);
             assert_eq!(r, first, "the duplicate's receipt is the original one");
