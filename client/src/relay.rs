@@ -77,7 +77,7 @@ impl LogEntry {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A payload (stored or live), verified.
-    Payload(Payload),
+    Payload(Box<Payload>),
     /// The stored matches are done; live ones follow.
     EndOfStored,
 }
@@ -409,7 +409,7 @@ fn subscription_event(
             if !filters.iter().any(|f| f.matches(&p)) {
                 return Err(format!("sent {}, which no filter matches", p.id));
             }
-            Ok(Some(Event::Payload(p)))
+            Ok(Some(Event::Payload(Box::new(p))))
         }
         Some("eose") => Ok(Some(Event::EndOfStored)),
         Some("error") | Some("closed") => Err(format!(

@@ -1,18 +1,16 @@
-//! Client commands: what a user of a relay runs, talking HTTP and WebSocket
-//! to one or more relays exactly as any other client would.
+//! Client commands: what a user of a relay runs, through the client library
+//! (`meshrelay-client`) exactly as any other Rust client would.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::anyhow;
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use meshrelay_client::{Error as ClientError, Event, KeptReceipt, ReceiptStore, RelayClient};
 use meshrelay_protocol::payload::Draft;
 use meshrelay_protocol::{Filter, Payload};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 const DEFAULT_RELAY: &str = "http://127.0.0.1:7700";
 
@@ -76,6 +74,10 @@ pub struct PublishArgs {
     /// Tag as NAME=VALUE[,VALUE...] (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+    /// The receipts store (default: one file per author under the user's
+    /// data directory, e.g. ~/.local/share/meshrelay/receipts/<key>.jsonl).
+    #[arg(long, env = "MESHRELAY_RECEIPTS")]
+    pub receipts: Option<PathBuf>,
     /// The content; `-` or nothing reads standard input.
     pub content: Option<String>,
 }
@@ -103,7 +105,7 @@ pub struct QueryArgs {
     /// Payload id (repeatable).
     #[arg(long = "id")]
     pub ids: Vec<String>,
-    /// Results per page.
+    /// Results per page (the relay clamps it to its max_limit).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
     /// Follow `next_cursor` through every page.
@@ -111,45 +113,36 @@ pub struct QueryArgs {
     pub all: bool,
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("meshrelay-cli/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+fn relay(url: &str) -> anyhow::Result<RelayClient> {
+    Ok(RelayClient::new(url)?)
 }
 
-fn base(url: &str) -> &str {
-    url.trim_end_matches('/')
-}
-
-/// Turn an error answer into one readable line.
-async fn describe_error(resp: reqwest::Response) -> String {
-    let status = resp.status();
-    match resp.json::<Value>().await {
-        Ok(v) => format!(
-            "{} {}: {}",
-            status.as_u16(),
-            v["error"]["code"].as_str().unwrap_or("?"),
-            v["error"]["message"].as_str().unwrap_or("")
-        ),
-        Err(_) => format!("HTTP {status}"),
-    }
+/// `--receipts FILE`, or the author's default store.
+pub fn receipts_store(path: Option<&Path>, author: &str) -> anyhow::Result<ReceiptStore> {
+    Ok(match path {
+        Some(p) => ReceiptStore::at(p),
+        None => ReceiptStore::default_for(author)?,
+    })
 }
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let key = crate::node_key::load(&args.key)?;
+    let author = key.public_hex();
     let content = read_content(args.content.as_deref())?;
     let tags = parse_tags(&args.tags)?;
-    let client = http()?;
-    let head = highest_head(&client, &args.relays, &key.public_hex()).await?;
-    let now = meshrelay_protocol::clock::now_wire_secs();
+    let store = receipts_store(args.receipts.as_deref(), &author)?;
+    let relays = args
+        .relays
+        .iter()
+        .map(|r| relay(r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tip = chain_tip(&relays, &store, &author).await?;
     let payload = Payload::sign(
         &key,
         Draft {
-            seq: head.as_ref().map_or(1, |(s, _)| s + 1),
-            prev: head.map(|(_, id)| id),
-            created_at: now,
+            seq: tip.as_ref().map_or(1, |(s, _)| s + 1),
+            prev: tip.map(|(_, id)| id),
+            created_at: meshrelay_protocol::clock::now_wire_secs(),
             kind: args.kind,
             channel: args.channel,
             tags,
@@ -157,27 +150,33 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let mut failed = false;
-    for relay in &args.relays {
-        let resp = client
-            .post(format!("{}/v1/payloads", base(relay)))
-            .header("content-type", "application/json")
-            .body(payload.to_json())
-            .send()
-            .await
-            .with_context(|| format!("publishing to {relay}"))?;
-        match resp.status().as_u16() {
-            200 | 201 => {
-                let v: Value = resp.json().await?;
-                let what = if v["duplicate"] == json!(true) {
+    let mut kept = false;
+    for c in &relays {
+        match c.publish(&payload).await {
+            Ok(published) => {
+                if !kept {
+                    // Before any receipt: the next publish chains to this entry.
+                    store.add_published(payload.clone())?;
+                    kept = true;
+                }
+                if let Some(receipt) = published.receipt {
+                    store.add_receipt(KeptReceipt {
+                        author: author.clone(),
+                        seq: payload.seq,
+                        relay: c.url().to_string(),
+                        receipt,
+                    })?;
+                }
+                let what = if published.duplicate {
                     "duplicate"
                 } else {
                     "stored"
                 };
-                println!("{relay}\t{what}\tseq {}\t{}", payload.seq, payload.id);
+                println!("{}\t{what}\tseq {}\t{}", c.url(), payload.seq, payload.id);
             }
-            _ => {
+            Err(e) => {
                 failed = true;
-                eprintln!("{relay}\trefused\t{}", describe_error(resp).await);
+                eprintln!("{}\trefused\t{e}", c.url());
             }
         }
     }
@@ -186,6 +185,54 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The entry the next one chains to: the highest (ties: lowest id) of the
+/// author's own last published entry and every relay's signed head whose
+/// entry that relay serves, so publishing to B right after A does not fork
+/// the log while B has not heard of A's newest entry. Every head verified is
+/// kept in the receipts store.
+async fn chain_tip(
+    relays: &[RelayClient],
+    store: &ReceiptStore,
+    author: &str,
+) -> anyhow::Result<Option<(u64, String)>> {
+    let mut tip = store
+        .load(author)?
+        .last_published()
+        .map(|p| (p.seq, p.id.clone()));
+    for c in relays {
+        let head = match c.head(author).await {
+            Ok(Some(h)) => h,
+            Ok(None) => continue,
+            Err(ClientError::BadAnswer(e)) => {
+                eprintln!("warning: ignoring the head {} answered: {e}", c.url());
+                continue;
+            }
+            Err(e) => return Err(anyhow!("asking {} for the author's head: {e}", c.url())),
+        };
+        store.add_head(c.url(), head.clone())?;
+        // A relay signs what it likes: chain only to an entry the author signed.
+        match c.get(&head.id).await {
+            Ok(Some(p)) if p.author == author && p.seq == head.seq => {}
+            _ => {
+                eprintln!(
+                    "warning: {} names seq {} ({}) as the head but does not serve that entry",
+                    c.url(),
+                    head.seq,
+                    head.id
+                );
+                continue;
+            }
+        }
+        if tip
+            .as_ref()
+            .is_none_or(|(s, i)| head.seq > *s || (head.seq == *s && head.id < *i))
+        {
+            tip = Some((head.seq, head.id));
+        }
+    }
+    Ok(tip)
 }
 
 /// `--content`, or standard input for `-` or none.
@@ -214,86 +261,21 @@ fn parse_tags(args: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
         .collect()
 }
 
-/// The highest head any of the relays holds for `author` (ties: lowest id):
-/// the next entry chains to it.
-async fn highest_head(
-    client: &reqwest::Client,
-    relays: &[String],
-    author: &str,
-) -> anyhow::Result<Option<(u64, String)>> {
-    let mut head: Option<(u64, String)> = None;
-    for relay in relays {
-        let resp = client
-            .get(format!("{}/v1/authors/{author}/head", base(relay)))
-            .send()
-            .await
-            .with_context(|| format!("asking {relay} for the author's head"))?;
-        match resp.status().as_u16() {
-            200 => {
-                let v: Value = resp.json().await?;
-                let seq = v["seq"]
-                    .as_u64()
-                    .ok_or_else(|| anyhow!("{relay}: head without seq"))?;
-                let id = v["id"].as_str().unwrap_or_default().to_string();
-                if head
-                    .as_ref()
-                    .is_none_or(|(s, i)| seq > *s || (seq == *s && id < *i))
-                {
-                    head = Some((seq, id));
-                }
-            }
-            404 => {}
-            _ => bail!("{relay}: {}", describe_error(resp).await),
-        }
-    }
-    Ok(head)
-}
-
 pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let f = args.filter.to_filter()?;
-    let mut params: Vec<(String, String)> = Vec::new();
-    let mut push_list = |k: &str, v: &Option<Vec<String>>| {
-        if let Some(v) = v {
-            params.push((k.to_string(), v.join(",")));
-        }
-    };
-    push_list("authors", &f.authors);
-    push_list("kinds", &f.kinds);
-    push_list("channels", &f.channels);
+    let mut f = args.filter.to_filter()?;
     if !args.ids.is_empty() {
-        params.push(("ids".into(), args.ids.join(",")));
+        f.ids = Some(args.ids.clone());
     }
-    for (name, values) in f.tags.iter().flatten() {
-        params.push((format!("tag_{name}"), values.join(",")));
-    }
-    if let Some(s) = f.since {
-        params.push(("since".into(), s.to_string()));
-    }
-    if let Some(u) = f.until {
-        params.push(("until".into(), u.to_string()));
-    }
-    params.push(("limit".into(), args.limit.to_string()));
-    let client = http()?;
+    f.limit = Some(args.limit.into());
+    f.validate().map_err(|e| anyhow!("{}", e.message))?;
+    let c = relay(&args.relay)?;
     let mut cursor: Option<String> = None;
     loop {
-        let mut page_params = params.clone();
-        if let Some(c) = &cursor {
-            page_params.push(("cursor".into(), c.clone()));
+        let page = c.query(&f, cursor.as_deref()).await?;
+        for p in &page.payloads {
+            println!("{}", p.to_json());
         }
-        let resp = client
-            .get(format!("{}/v1/payloads", base(&args.relay)))
-            .query(&page_params)
-            .send()
-            .await
-            .with_context(|| format!("querying {}", args.relay))?;
-        if !resp.status().is_success() {
-            bail!("{}", describe_error(resp).await);
-        }
-        let v: Value = resp.json().await?;
-        for p in v["payloads"].as_array().into_iter().flatten() {
-            println!("{p}");
-        }
-        cursor = v["next_cursor"].as_str().map(String::from);
+        cursor = page.next_cursor;
         if !args.all || cursor.is_none() {
             break;
         }
@@ -301,105 +283,26 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ws://host/v1/ws` for `http://host`, `wss://` for `https://`.
-pub fn ws_url(relay: &str) -> anyhow::Result<String> {
-    let b = base(relay);
-    if let Some(rest) = b.strip_prefix("http://") {
-        Ok(format!("ws://{rest}/v1/ws"))
-    } else if let Some(rest) = b.strip_prefix("https://") {
-        Ok(format!("wss://{rest}/v1/ws"))
-    } else {
-        bail!("relay URL must start with http:// or https://, got {relay:?}")
-    }
-}
-
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
-    let mut filter = serde_json::to_value(args.filter.to_filter()?)?;
-    filter["limit"] = json!(args.stored);
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&args.relay)?)
-        .await
-        .with_context(|| format!("connecting to {}", args.relay))?;
-    ws.send(Message::text(
-        json!({"op": "subscribe", "sub": "cli", "filters": [filter]}).to_string(),
-    ))
-    .await?;
-    let mut printed = 0u64;
+    let mut filter = args.filter.to_filter()?;
+    filter.limit = Some(args.stored);
     if args.count == Some(0) {
         return Ok(ExitCode::SUCCESS);
     }
-    while let Some(msg) = ws.next().await {
-        let msg = msg?;
-        let Message::Text(text) = msg else {
-            if let Message::Close(frame) = msg {
-                bail!("{}", describe_close(frame.as_ref()));
-            }
-            continue;
-        };
-        let v: Value = serde_json::from_str(&text)?;
-        match v["op"].as_str() {
-            Some("payload") => {
-                println!("{}", v["payload"]);
+    let c = relay(&args.relay)?;
+    let mut events = c.subscribe(vec![filter]).await?;
+    let mut printed = 0u64;
+    while let Some(event) = events.next().await {
+        match event? {
+            Event::Payload(p) => {
+                println!("{}", p.to_json());
                 printed += 1;
                 if args.count.is_some_and(|c| printed >= c) {
                     break;
                 }
             }
-            Some("eose") => eprintln!("-- end of stored payloads; waiting for live ones"),
-            Some("error") => bail!("{}: {}", v["code"], v["message"]),
-            _ => {}
+            Event::EndOfStored => eprintln!("-- end of stored payloads; waiting for live ones"),
         }
     }
-    let _ = ws.close(None).await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A WebSocket close in words: who closed, the code's meaning, the reason.
-fn describe_close(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    let Some(frame) = frame else {
-        return "the relay closed the connection without saying why".to_string();
-    };
-    let meaning = match frame.code {
-        CloseCode::Normal => "normal closure",
-        CloseCode::Away => "the relay is shutting down or restarting",
-        CloseCode::Policy => "policy violation",
-        CloseCode::Size => "a message was too large",
-        CloseCode::Error => "the relay failed",
-        CloseCode::Again => "the relay is overloaded; try again later",
-        _ => "closed",
-    };
-    let code = u16::from(frame.code);
-    match frame.reason.as_str() {
-        "" => format!("the relay closed the connection: {meaning} (code {code})"),
-        reason => format!("the relay closed the connection: {reason} ({meaning}, code {code})"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-
-    use super::describe_close;
-
-    #[test]
-    fn a_close_is_told_in_words() {
-        let slow = CloseFrame {
-            code: CloseCode::Policy,
-            reason: "slow consumer".into(),
-        };
-        assert_eq!(
-            describe_close(Some(&slow)),
-            "the relay closed the connection: slow consumer (policy violation, code 1008)"
-        );
-        let away = CloseFrame {
-            code: CloseCode::Away,
-            reason: "".into(),
-        };
-        assert_eq!(
-            describe_close(Some(&away)),
-            "the relay closed the connection: the relay is shutting down or restarting (code 1001)"
-        );
-        assert!(describe_close(None).contains("without saying why"));
-    }
 }

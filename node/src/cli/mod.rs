@@ -1,5 +1,5 @@
 //! The command line (PROTOCOL.md 8): `serve`, `migrate`, `keygen`, `sync`, `admin`, and
-//! the client commands `publish`, `subscribe` and `query`.
+//! the client commands `publish`, `subscribe`, `query` and `audit`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use meshrelay_protocol::NodeKey;
 use crate::settings::Settings;
 
 mod admin;
+mod audit;
 mod client;
 mod sync;
 
@@ -54,6 +55,10 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Print stored payloads matching a filter, one JSON object a line.
     Query(QueryArgs),
+    /// Check an author's log across relays against each other and the
+    /// receipts kept: invalid entries, forks, omissions, withheld payloads,
+    /// rollbacks. Exit 0 clean, 1 with findings, 2 when it could not run.
+    Audit(audit::AuditArgs),
     /// Ask the running node to run one anti-entropy sync now, with one peer
     /// or with every active or unreachable peer; shows its progress and
     /// prints a summary.
@@ -101,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => client::publish(args).await,
         Command::Subscribe(args) => client::subscribe(args).await,
         Command::Query(args) => client::query(args).await,
+        Command::Audit(args) => audit::audit(args).await,
         Command::Sync(args) => sync::sync(args).await,
         Command::Admin(args) => admin::run(args).await,
     }

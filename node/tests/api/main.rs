@@ -2,6 +2,7 @@
 //! to over HTTP and WebSocket exactly as a client would.
 
 mod admin;
+mod audit;
 mod bounds;
 mod federation;
 mod helpers;

@@ -29,6 +29,9 @@ pub fn command(dir: &Path) -> Command {
     }
     // Many nodes run at once: none may take the default admin port.
     cmd.env("MESHRELAY_ADMIN_LISTEN", "127.0.0.1:0");
+    // The client commands' default receipts store lives under the test's
+    // directory, never the user's.
+    cmd.env("XDG_DATA_HOME", dir.join("xdg-data"));
     cmd
 }
 
