@@ -677,3 +677,50 @@ async fn a_partition_heals_by_scheduled_sync_after_both_sides_marked_the_other_u
     })
     .await;
 }
+
+/// PROTOCOL.md 5.4: `max_hops` defaults to 16, so a line of six nodes (five
+/// hops end to end) delivers both ways by forwarding alone, with the sync
+/// job pushed a year away. With the old default of 4 the far end never got it.
+#[tokio::test]
+async fn a_line_of_six_nodes_delivers_end_to_end_by_forwarding_alone() {
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let no_sync = ("MESHRELAY_SYNC_SCHEDULE", "0 0 0 1 1 * 2099");
+    let mut line: Vec<Node> = Vec::new();
+    for dir in &dirs {
+        let seed = line.last().map(|n| n.base.clone());
+        let mut extra = vec![no_sync];
+        if let Some(seed) = &seed {
+            extra.push(("MESHRELAY_SEED_PEERS", seed));
+        }
+        line.push(Node::start(dir.path(), &vars(&extra)).await);
+    }
+    eventually("the line to form", 30, async || {
+        for (i, n) in line.iter().enumerate() {
+            let want = if i == 0 || i == line.len() - 1 { 1 } else { 2 };
+            if peer_count(n).await != want {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let key = NodeKey::generate();
+    let there = post(&key, 1, "general", "from the first to the last");
+    let back = post(&key, 2, "general", "and back");
+    publish(&line[0], &there).await;
+    publish(&line[5], &back).await;
+    let path = |id: &str| format!("/v1/payloads/{id}");
+    eventually("both payloads at both ends", 30, async || {
+        line[5].json(&path(&there.id)).await.0 == 200
+            && line[0].json(&path(&back.id)).await.0 == 200
+    })
+    .await;
+    for n in &line {
+        assert_eq!(n.json(&path(&there.id)).await.0, 200);
+        assert_eq!(n.json(&path(&back.id)).await.0, 200);
+    }
+    for n in line {
+        n.signal("-TERM");
+        assert!(n.wait().await.success());
+    }
+}

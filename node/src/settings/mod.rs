@@ -118,7 +118,7 @@ impl Default for Raw {
             subscribe: "all".into(),
             require_peer_approval: false,
             allow_private_peers: false,
-            max_hops: 4,
+            max_hops: 16,
             retry_min_secs: 10,
             retry_max_secs: 3600,
             max_delivery_age_secs: 259_200,

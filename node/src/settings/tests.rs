@@ -15,7 +15,7 @@ fn defaults_need_no_configuration() {
     assert_eq!(s.database_url, "sqlite://./data/meshrelay.db");
     assert_eq!(s.public_url(), "http://0.0.0.0:7700");
     assert_eq!(s.federation.own_subscribe, Subscribe::All);
-    assert_eq!(s.federation.max_hops, 4);
+    assert_eq!(s.federation.max_hops, 16);
     assert_eq!(s.limits.payload.max_content_bytes, 65536);
     assert_eq!(s.log_format, LogFormat::Text);
     assert!(s.warnings.is_empty());
@@ -232,7 +232,7 @@ fn an_unknown_variable_is_warned_about_not_obeyed() {
         vars(&[("MESHRELAY_MAX_HOP", "2"), ("MESHRELAY_VECTORS", "/x")]),
     )
     .unwrap();
-    assert_eq!(s.federation.max_hops, 4);
+    assert_eq!(s.federation.max_hops, 16);
     assert_eq!(
         s.warnings,
         ["ignoring MESHRELAY_MAX_HOP: no setting is named \"max_hop\"; did you mean MESHRELAY_MAX_HOPS?"]
