@@ -8,7 +8,8 @@
 use libfuzzer_sys::fuzz_target;
 use meshrelay_protocol::payload::{valid_channel, valid_tag_name};
 use meshrelay_protocol::ws::{out, ClientFrame, MAX_SIGNAL_DATA_BYTES};
-use meshrelay_protocol::{Limits, Payload};
+use meshrelay_protocol::receipt::Receipt;
+use meshrelay_protocol::{Limits, NodeKey, Payload};
 use serde_json::Value;
 
 const NOW: u64 = 1_763_800_200;
@@ -27,7 +28,15 @@ fuzz_target!(|data: &[u8]| {
         Ok(ClientFrame::Publish { payload }) => {
             match Payload::from_json(payload.get(), &Limits::default(), NOW) {
                 Ok(p) => {
-                    is_json(&out::ok_accepted(&p.id, false));
+                    // The ok frame with the node's receipt (PROTOCOL.md 4.4)
+                    // is JSON, and the receipt in it verifies.
+                    let node = NodeKey::from_seed_hex(&"11".repeat(32)).unwrap();
+                    let receipt = Receipt::sign(&node, &p.id, NOW).unwrap();
+                    let frame = out::ok_accepted(&p.id, false, Some(&receipt));
+                    is_json(&frame);
+                    let v: Value = serde_json::from_str(&frame).unwrap();
+                    let back: Receipt = serde_json::from_value(v["receipt"].clone()).unwrap();
+                    back.verify().unwrap();
                     is_json(&out::payload("s", &p.to_json()));
                 }
                 Err(e) => is_json(&out::ok_refused(None, &e)),
