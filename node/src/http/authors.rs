@@ -33,7 +33,7 @@ fn check_key(key: &str) -> ApiResult<()> {
 pub async fn head(
     State(state): State<AppState>,
     Path(key): Path<String>,
-) -> ApiResult<Json<HeadResponse>> {
+) -> ApiResult<Json<SignedHead>> {
     check_key(&key)?;
     let row = state
         .store
@@ -46,14 +46,7 @@ pub async fn head(
             tracing::error!(error = %e, "signing a head failed (a stored id is not 64 hex)");
             ApiError::new(meshrelay_protocol::ErrorCode::Internal, "internal error")
         })?;
-    Ok(Json(HeadResponse {
-        author: signed.author,
-        seq: signed.seq,
-        id: signed.id,
-        at: signed.at,
-        node: signed.node,
-        sig: signed.sig,
-    }))
+    Ok(Json(signed))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

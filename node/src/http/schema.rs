@@ -75,6 +75,8 @@ pub struct QueryResponse {
 /// The author's head, signed (PROTOCOL.md 4.4): `sig` is Ed25519 by `node`
 /// over `"meshrelay-head-v1:"`, the 32 bytes of `author`, `seq` as 8 bytes
 /// big-endian, the 32 bytes of `id`, and `at` as 8 bytes big-endian.
+/// Documentation only: the handler answers `protocol::receipt::SignedHead`.
+#[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
 pub struct HeadResponse {
     pub author: String,

@@ -15,16 +15,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// The `meshrelay` binary, with the receipts store in `dir` and no inherited
-/// `MESHRELAY_*` settings: (exit code, stdout, stderr).
+/// The `meshrelay` binary run in `dir` (its receipts store under it):
+/// (exit code, stdout, stderr).
 async fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_meshrelay"));
-    cmd.current_dir(dir)
-        .env("XDG_DATA_HOME", dir.join("xdg-data"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MESHRELAY_")) {
-        cmd.env_remove(k);
-    }
-    let out = cmd.args(args).output().await.unwrap();
+    let out = crate::common::command(dir)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

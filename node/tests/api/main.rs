@@ -4,6 +4,8 @@
 mod admin;
 mod audit;
 mod bounds;
+#[path = "../common/mod.rs"]
+mod common;
 mod federation;
 mod helpers;
 mod hostile;

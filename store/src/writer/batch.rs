@@ -47,7 +47,7 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
         let blocked = Steps::blocked_among(&mut tx, &authors).await?;
         let ids: Vec<&str> = first.iter().map(|&i| batch[i].payload.id.as_str()).collect();
         // A purged hidden payload is refused as a duplicate (PROTOCOL.md 2.3).
-        let tombstoned = Steps::tombstoned_among(&mut tx, &ids).await?;
+        let tombstoned = Steps::received_at_in(&mut tx, "tombstones", &ids).await?;
         let candidates: Vec<&Job> = first
             .iter()
             .filter_map(|&i| {
@@ -89,20 +89,20 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
         Steps::queue_forwards(&mut tx, &forwards, now).await?;
         // When each duplicate was first stored: by this batch, before it, or
         // (for a purged one) as its tombstone says.
-        let mut first_stored: HashMap<&str, Option<i64>> = candidates
+        let mut first_stored: HashMap<String, Option<i64>> = candidates
             .iter()
             .filter(|j| inserted.contains_key(&j.payload.id))
-            .map(|j| (j.payload.id.as_str(), Some(j.received_at)))
+            .map(|j| (j.payload.id.clone(), Some(j.received_at)))
             .collect();
-        first_stored.extend(tombstoned.iter().map(|(id, at)| (id.as_str(), *at)));
+        first_stored.extend(tombstoned);
         let held: Vec<&str> = batch
             .iter()
             .map(|j| j.payload.id.as_str())
-            .filter(|id| !first_stored.contains_key(id))
+            .filter(|id| !first_stored.contains_key(*id))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let held_at = Steps::received_at_of(&mut tx, &held).await?;
+        first_stored.extend(Steps::received_at_in(&mut tx, "payloads", &held).await?);
         tx.commit().await?;
         for &i in &first {
             let id = &batch[i].payload.id;
@@ -112,12 +112,7 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
         }
         for (i, job) in batch.iter().enumerate() {
             if let WriteOutcome::Duplicate { received_at } = &mut outcomes[i] {
-                let id = job.payload.id.as_str();
-                *received_at = first_stored
-                    .get(id)
-                    .copied()
-                    .flatten()
-                    .or_else(|| held_at.get(id).copied());
+                *received_at = first_stored.get(&job.payload.id).copied().flatten();
             }
         }
         // A repeat within the batch of a blocked author's payload is refused
@@ -168,17 +163,14 @@ trait Steps: sqlx::Database + Sized {
         authors: &'a HashSet<&str>,
     ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
 
-    /// The ids among these kept as tombstones, with their first storage time.
-    fn tombstoned_among<'a>(
+    /// The ids among these that `table` (`payloads` or `tombstones`) holds,
+    /// with when each was first stored (`None` for a tombstone older than
+    /// that record).
+    fn received_at_in<'a>(
         tx: &'a mut Transaction<'static, Self>,
+        table: &'static str,
         ids: &'a [&str],
     ) -> impl Future<Output = Result<HashMap<String, Option<i64>>>> + Send + 'a;
-
-    /// When each of these held payloads was first stored.
-    fn received_at_of<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        ids: &'a [&str],
-    ) -> impl Future<Output = Result<HashMap<String, i64>>> + Send + 'a;
 
     /// Insert the payloads not held yet; returns the new ones' `id -> rid`.
     fn insert_payloads<'a>(
@@ -228,13 +220,14 @@ macro_rules! impl_steps {
                 Ok(rows.into_iter().collect())
             }
 
-            async fn tombstoned_among(
+            async fn received_at_in(
                 tx: &mut Transaction<'static, Self>,
+                table: &'static str,
                 ids: &[&str],
             ) -> Result<HashMap<String, Option<i64>>> {
                 let mut found = HashMap::new();
                 for chunk in ids.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new("SELECT id, received_at FROM tombstones WHERE id IN (");
+                    let mut qb = QueryBuilder::new(format!("SELECT id, received_at FROM {table} WHERE id IN ("));
                     let mut sep = qb.separated(", ");
                     for id in chunk {
                         sep.push_bind(id.to_string());
@@ -243,23 +236,6 @@ macro_rules! impl_steps {
                     found.extend(
                         qb.build_query_as::<(String, Option<i64>)>().fetch_all(&mut **tx).await?,
                     );
-                }
-                Ok(found)
-            }
-
-            async fn received_at_of(
-                tx: &mut Transaction<'static, Self>,
-                ids: &[&str],
-            ) -> Result<HashMap<String, i64>> {
-                let mut found = HashMap::new();
-                for chunk in ids.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new("SELECT id, received_at FROM payloads WHERE id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.to_string());
-                    }
-                    qb.push(")");
-                    found.extend(qb.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
                 }
                 Ok(found)
             }
