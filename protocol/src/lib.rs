@@ -2,6 +2,7 @@
 //! checks, no I/O, so every other crate and every other implementation agrees on them.
 
 pub mod clock;
+pub mod community;
 pub mod error;
 pub mod filter;
 pub mod hexfmt;

@@ -198,6 +198,8 @@ impl Payload {
             ));
         }
         check_tags(&self.tags)?;
+        // PROTOCOL.md 9.1 and 9.2 are field rules too: before the id and signature.
+        crate::community::check_fields(self).map_err(bad)?;
         if self.kind == KIND_DELETE && self.delete_targets().next().is_none() {
             return Err(bad("a delete must name at least one [\"e\", <id>] tag"));
         }
