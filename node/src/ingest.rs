@@ -187,6 +187,9 @@ pub async fn store_checked(
             ErrorCode::Blocked,
             "this node does not accept payloads by this author",
         )),
+        // Not remembered as seen: it is accepted when it comes again after
+        // its authority arrived (PROTOCOL.md 9.4).
+        WriteOutcome::Forbidden(why) => Err(ProtocolError::new(ErrorCode::Forbidden, why)),
     }
 }
 

@@ -370,6 +370,29 @@ fn parse(p: &Payload) -> Result<Governance<'_>, String> {
 /// A place in the community's order.
 type Pos = (u64, String);
 
+/// What the evaluation needs of a stored payload to judge it: a store can
+/// hand these over without parsing whole payloads.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub id: &'a str,
+    pub author: &'a str,
+    pub created_at: u64,
+    pub kind: &'a str,
+    pub channel: &'a str,
+}
+
+impl<'a> From<&'a Payload> for Entry<'a> {
+    fn from(p: &'a Payload) -> Self {
+        Entry {
+            id: &p.id,
+            author: &p.author,
+            created_at: p.created_at,
+            kind: &p.kind,
+            channel: &p.channel,
+        }
+    }
+}
+
 fn pos(p: &Payload) -> Pos {
     (p.created_at, p.id.clone())
 }
@@ -598,19 +621,20 @@ impl Evaluation {
     /// Whether a payload of this community is authorized at its place (9.4):
     /// a governance payload as evaluated (`None` when it is not one held), any
     /// other by the write level, a delete always. `Err` says which rule refused.
-    pub fn authorize(&self, p: &Payload) -> Result<(), String> {
-        if is_governance_kind(&p.kind) {
-            return match self.authorized.get(&p.id) {
+    pub fn authorize<'a>(&self, p: impl Into<Entry<'a>>) -> Result<(), String> {
+        let p: Entry<'a> = p.into();
+        if is_governance_kind(p.kind) {
+            return match self.authorized.get(p.id) {
                 Some(true) => Ok(()),
-                _ => Err(self.why_governance_refused(p)),
+                _ => Err(self.why_governance_refused(&p)),
             };
         }
         if p.kind == crate::payload::KIND_DELETE {
             return Ok(());
         }
-        let sub = place_of(&p.channel).ok().flatten().map_or("", |pl| pl.sub);
-        let level = self.policy_at(p.created_at, &p.id).level_for(sub);
-        let rank = self.rank_at(&p.author, p.created_at, &p.id);
+        let sub = place_of(p.channel).ok().flatten().map_or("", |pl| pl.sub);
+        let level = self.policy_at(p.created_at, p.id).level_for(sub);
+        let rank = self.rank_at(p.author, p.created_at, p.id);
         if rank >= level.min_rank() {
             Ok(())
         } else {
@@ -629,9 +653,9 @@ impl Evaluation {
         }
     }
 
-    fn why_governance_refused(&self, p: &Payload) -> String {
-        let rank = self.rank_at(&p.author, p.created_at, &p.id);
-        match p.kind.as_str() {
+    fn why_governance_refused(&self, p: &Entry<'_>) -> String {
+        let rank = self.rank_at(p.author, p.created_at, p.id);
+        match p.kind {
             "join" => format!(
                 "{}: a join is authorized by an invite this node holds and shows; the one it names is not",
                 self.root
@@ -648,19 +672,20 @@ impl Evaluation {
     /// Whether a stored payload of this community is shown: authorized at
     /// its place, and (for other kinds) neither moderated nor by a key whose
     /// final rank is `banned`.
-    pub fn shown(&self, p: &Payload) -> bool {
+    pub fn shown<'a>(&self, p: impl Into<Entry<'a>>) -> bool {
+        let p: Entry<'a> = p.into();
         if self.authorize(p).is_err() {
             return false;
         }
-        if is_governance_kind(&p.kind) {
+        if is_governance_kind(p.kind) {
             return true;
         }
-        if self.final_rank(&p.author) == Role::Banned.rank() {
+        if self.final_rank(p.author) == Role::Banned.rank() {
             return false;
         }
-        let moderated = self.moderations.get(&p.id).is_some_and(|ms| {
+        let moderated = self.moderations.get(p.id).is_some_and(|ms| {
             ms.iter()
-                .any(|((t, i), r)| self.rank_at(&p.author, *t, i) < *r)
+                .any(|((t, i), r)| self.rank_at(p.author, *t, i) < *r)
         });
         !moderated
     }

@@ -22,11 +22,13 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     TooManySubscriptions,
+    /// A community's policy refuses this author (PROTOCOL.md 9.4).
+    Forbidden,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidId,
@@ -43,6 +45,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Conflict,
         ErrorCode::TooManySubscriptions,
+        ErrorCode::Forbidden,
         ErrorCode::Internal,
     ];
 
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",
         }
     }
@@ -73,7 +77,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::TooManySubscriptions => 400,
             ErrorCode::AuthRequired | ErrorCode::AuthFailed | ErrorCode::UnknownPeer => 401,
-            ErrorCode::Blocked | ErrorCode::PeerPending => 403,
+            ErrorCode::Blocked | ErrorCode::PeerPending | ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::KeyChanged => 409,
             ErrorCode::TooLarge => 413,

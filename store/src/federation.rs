@@ -42,7 +42,7 @@ pub struct OutboxItem {
 
 const PEER_COLUMNS: &str = "SELECT node, url, status, subscribe, inbox, added_at, last_poll, last_poll_ok, poll_failures, delivery_failures, last_delivery FROM peers";
 const ITEM_COLUMNS: &str = "SELECT o.item_id, o.peer, o.payload_id, o.hops, o.enqueued_at, o.attempts, o.next_attempt, o.last_error, o.state, \
-     CASE WHEN p.hidden OR EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author) THEN NULL ELSE p.json END AS json \
+     CASE WHEN p.hidden OR p.held_back OR EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author) THEN NULL ELSE p.json END AS json \
      FROM outbox o LEFT JOIN payloads p ON p.id = o.payload_id";
 
 impl Store {

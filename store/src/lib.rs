@@ -10,6 +10,7 @@ use sqlx::sqlite::{
 };
 
 pub mod admin;
+pub mod communities;
 pub use meshrelay_protocol::clock;
 pub mod federation;
 pub mod jobs;
@@ -18,6 +19,7 @@ pub mod states;
 pub mod writer;
 
 pub use admin::{AuditEntry, OutboxDepth, StatsSample};
+pub use communities::CommunitySummary;
 pub use federation::{OutboxItem, Peer};
 pub use jobs::{JobRun, Pruned};
 pub use queries::{Cursor, LogPage, Page, StoredRow};

@@ -94,13 +94,14 @@ async fn take_within<'e, T, E>(
     Ok((out, Stop::End))
 }
 
-const VISIBLE: &str =
-    "NOT p.hidden AND NOT EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author)";
+/// Shown: not hidden (2.3), not held back by a community (9.4), not by a
+/// blocked author.
+const VISIBLE: &str = "NOT p.hidden AND NOT p.held_back AND NOT EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author)";
 const COLUMNS: &str = "SELECT p.id, p.seq, p.created_at, p.json FROM payloads p WHERE ";
 /// Visible, as sync sets need it: written so the partial index
-/// `payloads_visible_by_time` (NOT hidden; time, id, author) covers the scan.
-const SYNC_VISIBLE: &str =
-    " AND NOT p.hidden AND p.author NOT IN (SELECT b.author FROM blocked_authors b)";
+/// `payloads_visible_by_time` (NOT hidden AND NOT held_back; time, id,
+/// author) covers the scan.
+const SYNC_VISIBLE: &str = " AND NOT p.hidden AND NOT p.held_back AND p.author NOT IN (SELECT b.author FROM blocked_authors b)";
 
 /// Append the SQL of one filter (all AND-ed). Returns false when the filter can
 /// match nothing (an empty list), so callers skip the database.

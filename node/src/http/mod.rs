@@ -15,6 +15,7 @@ use crate::error::{error_body, ApiError};
 use crate::state::AppState;
 
 pub mod authors;
+pub mod communities;
 pub mod federation;
 pub mod ops;
 pub mod payloads;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(payloads::get_one))
         .routes(routes!(authors::head))
         .routes(routes!(authors::log))
+        .routes(routes!(communities::community))
         .routes(routes!(ops::info))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

@@ -88,6 +88,49 @@ pub struct HeadResponse {
     pub sig: String,
 }
 
+/// A community (PROTOCOL.md 9.4). Documentation only: the handler answers
+/// the protocol crate's evaluation.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct CommunityDoc {
+    /// `g/<owner>/<name>`.
+    pub community: String,
+    pub owner: String,
+    pub policy: PolicyDoc,
+    /// The owner first, then every key with a role other than `none`,
+    /// highest rank first, then by key.
+    pub members: Vec<MemberDoc>,
+    /// Registered invites with uses left, not expired, in `(created_at, id)` order.
+    pub invites: Vec<InviteDoc>,
+}
+
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct PolicyDoc {
+    /// `public`, `members` or `moderators`.
+    pub write: String,
+    /// Level per channel path below the root.
+    pub channels: std::collections::BTreeMap<String, String>,
+}
+
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct MemberDoc {
+    pub key: String,
+    /// `owner`, `admin`, `moderator`, `member` or `banned`.
+    pub role: String,
+}
+
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct InviteDoc {
+    pub id: String,
+    pub uses_left: u32,
+    pub expires: u64,
+    /// `member` or `moderator`.
+    pub role: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct LogResponse {
     pub author: String,

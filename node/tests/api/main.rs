@@ -6,6 +6,7 @@ mod audit;
 mod bounds;
 #[path = "../common/mod.rs"]
 mod common;
+mod communities;
 mod federation;
 mod helpers;
 mod hostile;

@@ -8,6 +8,7 @@ use std::future::Future;
 use meshrelay_protocol::Payload;
 use sqlx::{QueryBuilder, Transaction};
 
+use super::community::{root_of, Governed};
 use super::Job;
 use crate::{with_pool, BeginWrite, Result, Store, WriteOutcome};
 
@@ -62,6 +63,34 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
                 }
             })
             .collect();
+        // PROTOCOL.md 9.4: after the duplicate check, each community payload
+        // is authorized at its place, or refused.
+        let mut governed = Governed::default();
+        let mut forbidden: HashMap<&str, String> = HashMap::new();
+        let in_communities: Vec<(&str, &Payload)> = candidates
+            .iter()
+            .filter_map(|j| root_of(&j.payload).map(|r| (r, &*j.payload)))
+            .collect();
+        if !in_communities.is_empty() {
+            let ids: Vec<&str> = in_communities.iter().map(|(_, p)| p.id.as_str()).collect();
+            let held = Steps::received_at_in(&mut tx, "payloads", &ids).await?;
+            for (root, p) in in_communities {
+                if held.contains_key(&p.id) {
+                    continue;
+                }
+                if !governed.knows(root) {
+                    let stored = Steps::governance_of(&mut tx, root).await?;
+                    governed.load(root, &stored);
+                }
+                if let Err(why) = governed.admit(root, p) {
+                    forbidden.insert(p.id.as_str(), why);
+                }
+            }
+        }
+        let candidates: Vec<&Job> = candidates
+            .into_iter()
+            .filter(|j| !forbidden.contains_key(j.payload.id.as_str()))
+            .collect();
         let inserted = Steps::insert_payloads(&mut tx, &candidates).await?;
         let stored: Vec<&Payload> = candidates
             .iter()
@@ -76,7 +105,10 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
         let mut named: Vec<&str> = inserted.keys().map(String::as_str).collect();
         named.extend(deletions.iter().map(|(target, _, _)| *target));
         let now = crate::clock::now_ms();
-        let hidden = Steps::hide_deleted(&mut tx, &named, now).await?;
+        let mut hidden = Steps::hide_deleted(&mut tx, &named, now).await?;
+        if !governed.is_empty() {
+            hidden.extend(hold_back(&mut tx, &governed, &stored).await?);
+        }
         let forwards: Vec<(&str, &str, i64)> = candidates
             .iter()
             .filter(|j| inserted.contains_key(&j.payload.id) && !hidden.contains(&j.payload.id))
@@ -111,6 +143,10 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
             }
         }
         for (i, job) in batch.iter().enumerate() {
+            if let Some(why) = forbidden.get(job.payload.id.as_str()) {
+                outcomes[i] = WriteOutcome::Forbidden(why.clone());
+                continue;
+            }
             if let WriteOutcome::Duplicate { received_at } = &mut outcomes[i] {
                 *received_at = first_stored.get(&job.payload.id).copied().flatten();
             }
@@ -124,6 +160,52 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
         }
         Ok(outcomes)
     })
+}
+
+/// Hold back, or show again, the payloads of the communities a batch touched
+/// (PROTOCOL.md 9.4): every payload of a community whose governance changed,
+/// the new ones of the others. Returns the new payloads held back.
+async fn hold_back<DB: Steps>(
+    tx: &mut Transaction<'static, DB>,
+    governed: &Governed,
+    stored: &[&Payload],
+) -> Result<HashSet<String>> {
+    let mut hold: Vec<String> = Vec::new();
+    let mut show: Vec<String> = Vec::new();
+    for (root, evaluation, changed) in governed.each() {
+        if changed {
+            for (id, author, created_at, kind, channel, held_back) in
+                DB::community_rows(tx, root).await?
+            {
+                let entry = meshrelay_protocol::community::Entry {
+                    id: &id,
+                    author: &author,
+                    created_at: created_at as u64,
+                    kind: &kind,
+                    channel: &channel,
+                };
+                match (evaluation.shown(entry), held_back) {
+                    (false, false) => hold.push(id),
+                    (true, true) => show.push(id),
+                    _ => {}
+                }
+            }
+        } else {
+            hold.extend(
+                stored
+                    .iter()
+                    .filter(|p| root_of(p) == Some(root) && !evaluation.shown(**p))
+                    .map(|p| p.id.clone()),
+            );
+        }
+    }
+    DB::set_held_back(tx, &hold, true).await?;
+    DB::set_held_back(tx, &show, false).await?;
+    let new: HashSet<&str> = stored.iter().map(|p| p.id.as_str()).collect();
+    Ok(hold
+        .into_iter()
+        .filter(|id| new.contains(id.as_str()))
+        .collect())
 }
 
 /// `(rid, name, value)` of every tag with a value, for the tag index.
@@ -171,6 +253,26 @@ trait Steps: sqlx::Database + Sized {
         table: &'static str,
         ids: &'a [&str],
     ) -> impl Future<Output = Result<HashMap<String, Option<i64>>>> + Send + 'a;
+
+    /// The JSON of every governance payload held of a community (shown or not).
+    fn governance_of<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        root: &'a str,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a;
+
+    /// `(id, author, created_at, kind, channel, held_back)` of every payload
+    /// of a community.
+    #[allow(clippy::type_complexity)]
+    fn community_rows<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        root: &'a str,
+    ) -> impl Future<Output = Result<Vec<(String, String, i64, String, String, bool)>>> + Send + 'a;
+
+    fn set_held_back<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        ids: &'a [String],
+        held_back: bool,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
 
     /// Insert the payloads not held yet; returns the new ones' `id -> rid`.
     fn insert_payloads<'a>(
@@ -240,6 +342,49 @@ macro_rules! impl_steps {
                 Ok(found)
             }
 
+            async fn governance_of(
+                tx: &mut Transaction<'static, Self>,
+                root: &str,
+            ) -> Result<Vec<String>> {
+                let mut qb = QueryBuilder::new("SELECT json FROM payloads WHERE community = ");
+                qb.push_bind(root.to_string()).push(" AND kind IN (");
+                let mut sep = qb.separated(", ");
+                for k in meshrelay_protocol::community::GOVERNANCE_KINDS {
+                    sep.push_bind(k.to_string());
+                }
+                qb.push(")");
+                Ok(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?)
+            }
+
+            async fn community_rows(
+                tx: &mut Transaction<'static, Self>,
+                root: &str,
+            ) -> Result<Vec<(String, String, i64, String, String, bool)>> {
+                let mut qb = QueryBuilder::new(
+                    "SELECT id, author, created_at, kind, channel, held_back FROM payloads WHERE community = ",
+                );
+                qb.push_bind(root.to_string());
+                Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
+            }
+
+            async fn set_held_back(
+                tx: &mut Transaction<'static, Self>,
+                ids: &[String],
+                held_back: bool,
+            ) -> Result<()> {
+                for chunk in ids.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new("UPDATE payloads SET held_back = ");
+                    qb.push_bind(held_back).push(" WHERE id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
             async fn insert_payloads(
                 tx: &mut Transaction<'static, Self>,
                 jobs: &[&Job],
@@ -247,7 +392,7 @@ macro_rules! impl_steps {
                 let mut inserted = HashMap::new();
                 for chunk in jobs.chunks(ROWS_PER_INSERT) {
                     let mut qb = QueryBuilder::new(
-                        "INSERT INTO payloads (id, author, seq, created_at, kind, channel, json, received_at, source) ",
+                        "INSERT INTO payloads (id, author, seq, created_at, kind, channel, json, received_at, source, community) ",
                     );
                     qb.push_values(chunk, |mut b, j| {
                         let p = &j.payload;
@@ -259,7 +404,8 @@ macro_rules! impl_steps {
                             .push_bind(p.channel.clone())
                             .push_bind(j.json.to_string())
                             .push_bind(j.received_at)
-                            .push_bind(j.source.clone());
+                            .push_bind(j.source.clone())
+                            .push_bind(root_of(p).map(String::from));
                     });
                     qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id, rid");
                     inserted.extend(qb.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
@@ -313,7 +459,9 @@ macro_rules! impl_steps {
                     for id in chunk {
                         sep.push_bind(id.to_string());
                     }
-                    qb.push(") AND EXISTS (SELECT 1 FROM deletions d WHERE d.target = payloads.id AND d.author = payloads.author) RETURNING id");
+                    // Deletes naming governance payloads are ignored (PROTOCOL.md 9.3).
+                    qb.push(") AND NOT (payloads.community IS NOT NULL AND payloads.kind IN ('role', 'policy', 'invite', 'join', 'moderate'))");
+                    qb.push(" AND EXISTS (SELECT 1 FROM deletions d WHERE d.target = payloads.id AND d.author = payloads.author) RETURNING id");
                     hidden.extend(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?);
                 }
                 Ok(hidden)

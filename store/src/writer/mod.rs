@@ -10,11 +10,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{Error, Result, Store};
 
 mod batch;
+mod community;
 
 /// What happened to one submitted payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// Newly stored. `hidden` when a delete stored earlier already names it.
+    /// Newly stored. `hidden` when it is not shown: a delete stored earlier
+    /// already names it, or its community holds it back (9.4).
     Stored { hidden: bool },
     /// Already held (visible or not), or kept as a tombstone; nothing
     /// changed. `received_at` is when this node first stored it (PROTOCOL.md
@@ -22,6 +24,9 @@ pub enum WriteOutcome {
     Duplicate { received_at: Option<i64> },
     /// Its author is blocked; not stored.
     Blocked,
+    /// A community's governance does not authorize it at its place
+    /// (PROTOCOL.md 9.4); not stored. Which rule refused it.
+    Forbidden(String),
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,184 @@
+//! Communities (PROTOCOL.md 9) on a real node over HTTP: every scenario of
+//! `communities.json` in its publish order (each payload's status), then in
+//! its written arrival orders and the reverse (refused payloads sent again
+//! until a round accepts nothing new, as sync would): the node shows exactly
+//! the expected payloads — by id, in queries, in the author's log — and
+//! answers `GET /v1/communities/{owner}/{name}` as expected.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn status_of(expect: &str) -> u16 {
+    match expect {
+        "accepted" => 201,
+        "duplicate" => 200,
+        "forbidden" => 403,
+        "invalid_payload" | "invalid_id" | "invalid_signature" => 422,
+        other => panic!("unknown outcome {other}"),
+    }
+}
+
+async fn post(app: &TestApp, payload: &Value) -> (u16, Value) {
+    app.post_raw(payload.to_string()).await
+}
+
+/// What the node shows of a scenario's payloads and probes, asked three ways.
+async fn shown(app: &TestApp, s: &Value) -> HashSet<String> {
+    let all: Vec<&Value> = s["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(s["probes"].as_array().unwrap())
+        .map(|p| &p["payload"])
+        .collect();
+    let mut by_id = HashSet::new();
+    for p in &all {
+        let id = p["id"].as_str().unwrap();
+        if app.get_json(&format!("/v1/payloads/{id}")).await.0 == 200 {
+            by_id.insert(id.to_string());
+        }
+    }
+    let scenario_ids: HashSet<&str> = all.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let (_, page) = app.get_json("/v1/payloads?limit=500").await;
+    let queried: HashSet<String> = page["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .filter(|id| scenario_ids.contains(id.as_str()))
+        .collect();
+    assert_eq!(
+        queried, by_id,
+        "{}: a query shows what GET by id shows",
+        s["name"]
+    );
+    let authors: HashSet<&str> = all.iter().map(|p| p["author"].as_str().unwrap()).collect();
+    let mut logged = HashSet::new();
+    for a in authors {
+        let (_, log) = app
+            .get_json(&format!("/v1/authors/{a}/log?limit=500"))
+            .await;
+        for p in log["payloads"].as_array().unwrap() {
+            let id = p["id"].as_str().unwrap();
+            if scenario_ids.contains(id) {
+                logged.insert(id.to_string());
+            }
+        }
+    }
+    assert_eq!(
+        logged, by_id,
+        "{}: the logs show what GET by id shows",
+        s["name"]
+    );
+    by_id
+}
+
+async fn check_end(app: &TestApp, s: &Value, what: &str) {
+    let name = s["name"].as_str().unwrap();
+    let expected: HashSet<String> = s["expected"]["visible"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shown(app, s).await, expected, "{name} ({what}): shown");
+    let community = s["community"].as_str().unwrap().strip_prefix("g/").unwrap();
+    let (status, answer) = app.get_json(&format!("/v1/communities/{community}")).await;
+    assert_eq!(status, 200, "{name}");
+    assert_eq!(
+        answer, s["expected"]["community"],
+        "{name} ({what}): GET /v1/communities"
+    );
+}
+
+#[tokio::test]
+async fn every_scenario_in_its_publish_order_gets_each_status() {
+    let v = vectors("communities.json");
+    for s in v["scenarios"].as_array().unwrap() {
+        let app = spawn_app().await;
+        let name = s["name"].as_str().unwrap();
+        for step in s["payloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(s["probes"].as_array().unwrap())
+        {
+            let (status, body) = post(&app, &step["payload"]).await;
+            let expect = step["expect"].as_str().unwrap();
+            assert_eq!(
+                status,
+                status_of(expect),
+                "{name}: {}: {body}",
+                step["label"]
+            );
+            if status >= 400 {
+                assert_eq!(body["error"]["code"], expect, "{name}: {}", step["label"]);
+            }
+        }
+        check_end(&app, s, "publish order").await;
+    }
+}
+
+#[tokio::test]
+async fn every_scenario_shows_the_same_in_its_arrival_orders() {
+    let v = vectors("communities.json");
+    for s in v["scenarios"].as_array().unwrap() {
+        let payloads = s["payloads"].as_array().unwrap();
+        let mut orders: Vec<Vec<usize>> = s["arrival_orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                o.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_u64().unwrap() as usize)
+                    .collect()
+            })
+            .collect();
+        orders.push((0..payloads.len()).rev().collect());
+        for order in orders {
+            let app = spawn_app().await;
+            let mut refused = order.clone();
+            loop {
+                let before = refused.len();
+                let mut still = Vec::new();
+                for i in refused {
+                    if post(&app, &payloads[i]["payload"]).await.0 != 201 {
+                        still.push(i);
+                    }
+                }
+                refused = still;
+                if refused.len() == before || refused.is_empty() {
+                    break;
+                }
+            }
+            for probe in s["probes"].as_array().unwrap() {
+                post(&app, &probe["payload"]).await;
+            }
+            check_end(&app, s, &format!("order {order:?}")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_field_rule_case_gets_its_status_and_bad_names_are_400() {
+    let v = vectors("communities.json");
+    let app = spawn_app().await;
+    for case in v["invalid"]["payloads"].as_array().unwrap() {
+        let (status, body) = post(&app, &case["payload"]).await;
+        let expect = case["expect"].as_str().unwrap();
+        assert_eq!(status, status_of(expect), "{}: {body}", case["label"]);
+    }
+    let key = "ab".repeat(32);
+    for (path, want) in [
+        (format!("/v1/communities/{key}/nothing-here"), 404),
+        (format!("/v1/communities/{key}/Upper"), 400),
+        ("/v1/communities/short/club".to_string(), 400),
+    ] {
+        assert_eq!(app.get_json(&path).await.0, want, "{path}");
+    }
+}

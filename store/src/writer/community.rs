@@ -1,0 +1,89 @@
+//! The writer's part of PROTOCOL.md 9.4: a batch's community payloads are
+//! authorized at their place against the governance payloads held (those
+//! stored before, and those of the batch admitted before them), and after
+//! the batch each touched community's payloads are held back or shown again
+//! as the evaluation says.
+
+use std::collections::BTreeMap;
+
+use meshrelay_protocol::community::{is_governance_kind, place_of, Evaluation};
+use meshrelay_protocol::Payload;
+
+/// The root of the community a payload's channel belongs to.
+pub(super) fn root_of(p: &Payload) -> Option<&str> {
+    place_of(&p.channel).ok().flatten().map(|pl| pl.root)
+}
+
+struct Community {
+    governance: Vec<Payload>,
+    evaluation: Evaluation,
+    /// A governance payload of this batch was admitted: every payload of the
+    /// community may change.
+    changed: bool,
+}
+
+/// The communities one batch touches.
+#[derive(Default)]
+pub(super) struct Governed {
+    communities: BTreeMap<String, Community>,
+}
+
+impl Governed {
+    pub(super) fn is_empty(&self) -> bool {
+        self.communities.is_empty()
+    }
+
+    pub(super) fn knows(&self, root: &str) -> bool {
+        self.communities.contains_key(root)
+    }
+
+    /// The governance payloads a community held before this batch.
+    pub(super) fn load(&mut self, root: &str, stored: &[String]) {
+        let governance: Vec<Payload> = stored
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        let evaluation = Evaluation::new(root, &governance);
+        self.communities.insert(
+            root.to_string(),
+            Community {
+                governance,
+                evaluation,
+                changed: false,
+            },
+        );
+    }
+
+    /// Authorize a new payload of a loaded community at its place; a
+    /// governance payload admitted changes what later ones are judged by.
+    pub(super) fn admit(&mut self, root: &str, p: &Payload) -> Result<(), String> {
+        let c = self
+            .communities
+            .get_mut(root)
+            .expect("a community is loaded before its payloads are admitted");
+        if !is_governance_kind(&p.kind) {
+            return c.evaluation.authorize(p);
+        }
+        c.governance.push(p.clone());
+        let evaluation = Evaluation::new(root, &c.governance);
+        match evaluation.authorize(p) {
+            Ok(()) => {
+                c.evaluation = evaluation;
+                c.changed = true;
+                Ok(())
+            }
+            Err(why) => {
+                c.governance.pop();
+                Err(why)
+            }
+        }
+    }
+
+    /// Each touched community: its evaluation after the batch, and whether
+    /// all its payloads must be judged again.
+    pub(super) fn each(&self) -> impl Iterator<Item = (&str, &Evaluation, bool)> {
+        self.communities
+            .iter()
+            .map(|(root, c)| (root.as_str(), &c.evaluation, c.changed))
+    }
+}
