@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, Stream, StreamExt};
+use meshrelay_protocol::community::{Evaluation, GOVERNANCE_KINDS};
 use meshrelay_protocol::receipt::{Receipt, SignedHead};
 use meshrelay_protocol::{Filter, Limits, Payload};
 use serde::Deserialize;
@@ -287,6 +288,40 @@ impl RelayClient {
             after = highest;
         }
         Err(self.bad(format!("the log has more than {MAX_LOG_PAGES} pages")))
+    }
+
+    /// A community's state (PROTOCOL.md 9.3) computed here from every
+    /// governance payload the relay serves on its root channel, each
+    /// verified: the relay's word is not needed. Also how many were read.
+    pub async fn community(&self, root: &str) -> Result<(Evaluation, usize)> {
+        let filter = Filter {
+            channels: Some(vec![root.to_string()]),
+            kinds: Some(GOVERNANCE_KINDS.iter().map(|k| k.to_string()).collect()),
+            limit: Some(500),
+            ..Filter::default()
+        };
+        let mut governance = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LOG_PAGES {
+            let page = self.query(&filter, cursor.as_deref()).await?;
+            governance.extend(page.payloads);
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                let n = governance.len();
+                return Ok((Evaluation::new(root, &governance), n));
+            }
+        }
+        Err(self.bad(format!(
+            "the governance of {root} has more than {MAX_LOG_PAGES} pages"
+        )))
+    }
+
+    /// The relay's own answer to `GET /v1/communities/{owner}/{name}`, or
+    /// `None` when it holds nothing of the community.
+    pub async fn community_answer(&self, root: &str) -> Result<Option<Value>> {
+        let path = root.strip_prefix("g/").unwrap_or(root);
+        self.get_json_or_404(&format!("/v1/communities/{path}"))
+            .await
     }
 
     /// Subscribe over WebSocket: stored matches, `EndOfStored`, then live

@@ -144,6 +144,14 @@ impl Level {
         })
     }
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Public => "public",
+            Level::Members => "members",
+            Level::Moderators => "moderators",
+        }
+    }
+
     /// The least rank that may post.
     pub fn min_rank(self) -> i8 {
         match self {
@@ -470,14 +478,16 @@ impl Evaluation {
                             .iter()
                             .all(|(t, r)| *t == p.author && *r == Role::None)
                 }
-                Governance::Join { invite, .. } => match ev.authorized.get(*invite) {
-                    Some(a) => *a,
-                    None if held_invites.contains(invite) => {
-                        later.push((p.id.as_str(), invite));
-                        true
+                // Only an invite payload held authorizes a join (9.4).
+                Governance::Join { invite, .. } if held_invites.contains(invite) => {
+                    match ev.authorized.get(*invite) {
+                        Some(a) => *a,
+                        None => {
+                            later.push((p.id.as_str(), invite));
+                            true
+                        }
                     }
-                    None => false,
-                },
+                }
                 _ => false,
             };
             ev.authorized.insert(p.id.clone(), authorized);
@@ -639,7 +649,7 @@ impl Evaluation {
             Ok(())
         } else {
             Err(format!(
-                "{}: writing on {} needs the rank of {} (policy {:?} at this payload's time); this author is {} there",
+                "{}: writing on {} needs the rank of {} (policy {} at this payload's time); this author is {} there",
                 self.root,
                 p.channel,
                 match level {
@@ -647,7 +657,7 @@ impl Evaluation {
                     Level::Members => "a member",
                     Level::Moderators => "a moderator",
                 },
-                level,
+                level.as_str(),
                 rank_name(rank)
             ))
         }

@@ -126,65 +126,137 @@ pub fn receipts_store(path: Option<&Path>, author: &str) -> anyhow::Result<Recei
 }
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    let key = crate::node_key::load(&args.key)?;
-    let author = key.public_hex();
     let content = read_content(args.content.as_deref())?;
     let tags = parse_tags(&args.tags)?;
-    let store = receipts_store(args.receipts.as_deref(), &author)?;
-    let relays = args
-        .relays
-        .iter()
-        .map(|r| relay(r))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let tip = chain_tip(&relays, &store, &author).await?;
-    let payload = Payload::sign(
-        &key,
-        Draft {
-            seq: tip.as_ref().map_or(1, |(s, _)| s + 1),
-            prev: tip.map(|(_, id)| id),
-            created_at: meshrelay_protocol::clock::now_wire_secs(),
-            kind: args.kind,
-            channel: args.channel,
-            tags,
-            content,
-        },
-    );
-    let mut failed = false;
-    let mut kept = false;
-    for c in &relays {
-        match c.publish(&payload).await {
-            Ok(published) => {
-                if !kept {
-                    // Before any receipt: the next publish chains to this entry.
-                    store.add_published(payload.clone())?;
-                    kept = true;
-                }
-                if let Some(receipt) = published.receipt {
-                    store.add_receipt(KeptReceipt {
-                        author: author.clone(),
-                        seq: payload.seq,
-                        relay: c.url().to_string(),
-                        receipt,
-                    })?;
-                }
-                let what = if published.duplicate {
-                    "duplicate"
-                } else {
-                    "stored"
-                };
-                println!("{}\t{what}\tseq {}\t{}", c.url(), payload.seq, payload.id);
-            }
-            Err(e) => {
-                failed = true;
-                eprintln!("{}\trefused\t{e}", c.url());
-            }
+    let author = Author::load(&args.key, args.receipts.as_deref())?;
+    let published = author
+        .publish(&args.relays, args.kind, args.channel, tags, content, 0)
+        .await?;
+    Ok(published.exit_code())
+}
+
+/// An author publishing from the command line: the key and its receipts store.
+pub struct Author {
+    key: meshrelay_protocol::NodeKey,
+    store: ReceiptStore,
+}
+
+/// What one publish to several relays came to.
+pub struct Outcome {
+    pub payload: Payload,
+    /// Relays that refused it.
+    pub refused: usize,
+}
+
+impl Outcome {
+    /// 0 when every relay took it, 2 when one refused.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.refused > 0 {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
         }
     }
-    Ok(if failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+}
+
+impl Author {
+    pub fn load(key: &Path, receipts: Option<&Path>) -> anyhow::Result<Self> {
+        let key = crate::node_key::load(key)?;
+        let store = receipts_store(receipts, &key.public_hex())?;
+        Ok(Self { key, store })
+    }
+
+    pub fn public_hex(&self) -> String {
+        self.key.public_hex()
+    }
+
+    /// Sign a payload chained to the author's tip and publish it to every
+    /// relay, keeping the entry and each receipt; prints a line per relay.
+    pub async fn publish(
+        &self,
+        relays: &[String],
+        kind: String,
+        channel: String,
+        tags: Vec<Vec<String>>,
+        content: String,
+        not_before: u64,
+    ) -> anyhow::Result<Outcome> {
+        let author = self.key.public_hex();
+        let relays = relays
+            .iter()
+            .map(|r| relay(r))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tip = chain_tip(&relays, &self.store, &author).await?;
+        let mut created_at = meshrelay_protocol::clock::now_wire_secs().max(not_before);
+        if let Some(t) = &tip {
+            // An author's log goes forward in time, also when its previous
+            // entry was dated ahead (below).
+            created_at = created_at.max(t.created_at);
+            // Authority in a community is judged at whole seconds in
+            // (created_at, id) order (PROTOCOL.md 9.3): an entry right after
+            // the author's own join of that community must sort after it.
+            if is_join_of(t, &channel) {
+                created_at = created_at.max(t.created_at + 1);
+            }
+        }
+        // Rather than date it ahead, wait the second or two until it is
+        // `created_at`, so that what is published after it sorts after it.
+        let ahead_ms = (created_at as i64 * 1000) - meshrelay_protocol::clock::now_ms();
+        if (1..=5_000).contains(&ahead_ms) {
+            tokio::time::sleep(std::time::Duration::from_millis(ahead_ms as u64)).await;
+        }
+        let payload = Payload::sign(
+            &self.key,
+            Draft {
+                seq: tip.as_ref().map_or(1, |t| t.seq + 1),
+                prev: tip.map(|t| t.id),
+                created_at,
+                kind,
+                channel,
+                tags,
+                content,
+            },
+        );
+        let mut refused = 0;
+        let mut kept = false;
+        for c in &relays {
+            match c.publish(&payload).await {
+                Ok(published) => {
+                    if !kept {
+                        // Before any receipt: the next publish chains to this entry.
+                        self.store.add_published(payload.clone())?;
+                        kept = true;
+                    }
+                    if let Some(receipt) = published.receipt {
+                        self.store.add_receipt(KeptReceipt {
+                            author: author.clone(),
+                            seq: payload.seq,
+                            relay: c.url().to_string(),
+                            receipt,
+                        })?;
+                    }
+                    let what = if published.duplicate {
+                        "duplicate"
+                    } else {
+                        "stored"
+                    };
+                    println!("{}\t{what}\tseq {}\t{}", c.url(), payload.seq, payload.id);
+                }
+                Err(e) => {
+                    refused += 1;
+                    eprintln!("{}\trefused\t{e}", c.url());
+                }
+            }
+        }
+        Ok(Outcome { payload, refused })
+    }
+}
+
+/// Whether `p` is a join of the community `channel` is in.
+fn is_join_of(p: &Payload, channel: &str) -> bool {
+    use meshrelay_protocol::community::place_of;
+    let root = |c: &str| place_of(c).ok().flatten().map(|pl| pl.root.to_string());
+    p.kind == "join" && root(&p.channel).is_some() && root(&p.channel) == root(channel)
 }
 
 /// The entry the next one chains to: the highest (ties: lowest id) of the
@@ -196,11 +268,8 @@ async fn chain_tip(
     relays: &[RelayClient],
     store: &ReceiptStore,
     author: &str,
-) -> anyhow::Result<Option<(u64, String)>> {
-    let mut tip = store
-        .load(author)?
-        .last_published()
-        .map(|p| (p.seq, p.id.clone()));
+) -> anyhow::Result<Option<Payload>> {
+    let mut tip = store.load(author)?.last_published().cloned();
     for c in relays {
         let head = match c.head(author).await {
             Ok(Some(h)) => h,
@@ -213,8 +282,8 @@ async fn chain_tip(
         };
         store.add_head(c.url(), head.clone())?;
         // A relay signs what it likes: chain only to an entry the author signed.
-        match c.get(&head.id).await {
-            Ok(Some(p)) if p.author == author && p.seq == head.seq => {}
+        let entry = match c.get(&head.id).await {
+            Ok(Some(p)) if p.author == author && p.seq == head.seq => p,
             _ => {
                 eprintln!(
                     "warning: {} names seq {} ({}) as the head but does not serve that entry",
@@ -224,12 +293,12 @@ async fn chain_tip(
                 );
                 continue;
             }
-        }
+        };
         if tip
             .as_ref()
-            .is_none_or(|(s, i)| head.seq > *s || (head.seq == *s && head.id < *i))
+            .is_none_or(|t| entry.seq > t.seq || (entry.seq == t.seq && entry.id < t.id))
         {
-            tip = Some((head.seq, head.id));
+            tip = Some(entry);
         }
     }
     Ok(tip)

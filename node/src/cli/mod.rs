@@ -13,6 +13,7 @@ use crate::settings::Settings;
 mod admin;
 mod audit;
 mod client;
+mod community;
 mod sync;
 
 pub use client::{FilterArgs, PublishArgs, QueryArgs, SubscribeArgs};
@@ -59,6 +60,9 @@ pub enum Command {
     /// receipts kept: invalid entries, forks, omissions, withheld payloads,
     /// rollbacks. Exit 0 clean, 1 with findings, 2 when it could not run.
     Audit(audit::AuditArgs),
+    /// Govern a community (PROTOCOL.md 9): create, show, grant, ban, unban,
+    /// policy, invite, join, moderate.
+    Community(community::CommunityArgs),
     /// Ask the running node to run one anti-entropy sync now, with one peer
     /// or with every active or unreachable peer; shows its progress and
     /// prints a summary.
@@ -107,12 +111,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subscribe(args) => client::subscribe(args).await,
         Command::Query(args) => client::query(args).await,
         Command::Audit(args) => audit::audit(args).await,
+        Command::Community(args) => community::run(args).await,
         Command::Sync(args) => sync::sync(args).await,
         Command::Admin(args) => admin::run(args).await,
     }
 }
 
-/// `--since`: Unix seconds, or `<n>s|m|h|d` ago.
 /// Logs go to standard error, one line per event; JSON when `log_format` is
 /// json. What loading the settings warned about is logged first.
 fn init_logging(settings: &Settings) {
@@ -155,4 +159,14 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap's own checks of every command's arguments (unique names, valid
+    /// defaults), which otherwise only fail when that command is run.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

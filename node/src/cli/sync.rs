@@ -171,16 +171,23 @@ pub fn parse_since(s: &str, now: u64) -> anyhow::Result<u64> {
     if let Ok(t) = s.parse::<u64>() {
         return Ok(t);
     }
+    let secs =
+        parse_duration(s).with_context(|| format!("--since {s:?}: Unix seconds or a duration"))?;
+    Ok(now.saturating_sub(secs))
+}
+
+/// A duration like `90s`, `15m`, `36h` or `7d`, in seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<u64> {
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
     let n: u64 = n
         .parse()
-        .with_context(|| format!("--since {s:?}: Unix seconds or a duration like 36h or 7d"))?;
+        .with_context(|| format!("{s:?} is not a duration like 36h or 7d"))?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => anyhow::bail!("--since {s:?}: the unit is one of s, m, h, d"),
+        _ => anyhow::bail!("{s:?}: the unit of a duration is one of s, m, h, d"),
     };
-    Ok(now.saturating_sub(n.saturating_mul(secs)))
+    Ok(n.saturating_mul(secs))
 }

@@ -182,3 +182,180 @@ async fn every_field_rule_case_gets_its_status_and_bad_names_are_400() {
         assert_eq!(app.get_json(&path).await.0, want, "{path}");
     }
 }
+
+/// `meshrelay community` as a user runs it: (exit code, stdout, stderr).
+async fn cli(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = crate::common::command(dir)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_community_commands_create_grant_invite_join_moderate_and_ban() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let relay = app.base.as_str();
+    let mut keys = std::collections::HashMap::new();
+    for who in ["owner", "mod", "bob", "eve"] {
+        let (code, out, err) = cli(d, &["keygen", "--out", &format!("{who}.key")]).await;
+        assert_eq!(code, 0, "{err}");
+        keys.insert(who, out.trim().to_string());
+    }
+    let signed_by = |who: &str| {
+        vec![
+            "--relay".to_string(),
+            relay.to_string(),
+            "--key".into(),
+            format!("{who}.key"),
+        ]
+    };
+    let run = |who: &'static str, args: &[&str]| {
+        let mut all: Vec<String> = vec!["community".into()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all.extend(signed_by(who));
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            cli(d, &refs).await
+        }
+    };
+    let (code, out, err) = run("owner", &["create", "club"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let root = format!("g/{}/club", keys["owner"]);
+    assert!(out.contains(&format!("community {root}")), "{out}");
+
+    // Authority is judged at whole seconds (9.3): what another key's payload
+    // allows is used from the next second on.
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(1100));
+    let (code, _, err) = run("owner", &["grant", &root, &keys["mod"], "moderator"]).await;
+    assert_eq!(code, 0, "{err}");
+    tick().await;
+    // Eve is nobody here: her post is refused with the rule that refused it.
+    let post = |who: &str, text: &str| {
+        let args: Vec<String> = [
+            "publish",
+            "--relay",
+            relay,
+            "--key",
+            &format!("{who}.key"),
+            "--channel",
+            &root,
+            text,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(d, &refs).await
+        }
+    };
+    let (code, _, err) = post("eve", "let me in").await;
+    assert_eq!(code, 2);
+    assert!(err.contains("forbidden") && err.contains("member"), "{err}");
+
+    // The moderator invites; Bob joins with the printed code and posts.
+    let (code, out, err) = run("mod", &["invite", &root, "--uses", "2"]).await;
+    assert_eq!(code, 0, "{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    let (invite, secret) = (field("invite"), field("code"));
+    let (code, _, err) = run(
+        "bob",
+        &["join", &root, "--invite", &invite, "--code", &secret],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = post("bob", "hello club").await;
+    assert_eq!(code, 0, "{err}");
+    let bob_post = out.split('\t').nth(3).unwrap().trim().to_string();
+
+    let (code, out, _) = cli(d, &["community", "show", &root, "--relay", relay, "--json"]).await;
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let (_, answer) = app
+        .get_json(&format!(
+            "/v1/communities/{}",
+            root.strip_prefix("g/").unwrap()
+        ))
+        .await;
+    assert_eq!(
+        shown, answer,
+        "computed from the governance payloads as the node answers"
+    );
+    let roles: Vec<(&str, &str)> = shown["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["key"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (keys["owner"].as_str(), "owner"),
+            (keys["mod"].as_str(), "moderator"),
+            (keys["bob"].as_str(), "member")
+        ]
+    );
+    assert_eq!(shown["invites"][0]["uses_left"], 1);
+    let (code, table, _) = cli(d, &["community", "show", &root, "--relay", relay]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("moderator") && table.contains(&keys["bob"]),
+        "{table}"
+    );
+
+    // Moderation hides Bob's post; a ban hides whatever else he wrote.
+    tick().await;
+    let (code, _, err) = run("mod", &["moderate", &root, &bob_post]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        app.get_json(&format!("/v1/payloads/{bob_post}")).await.0,
+        404
+    );
+    let (code, out, err) = post("bob", "still here").await;
+    assert_eq!(code, 0, "{err}");
+    let second = out.split('\t').nth(3).unwrap().trim().to_string();
+    assert_eq!(app.get_json(&format!("/v1/payloads/{second}")).await.0, 200);
+    tick().await;
+    let (code, _, err) = run("mod", &["ban", &root, &keys["bob"]]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(app.get_json(&format!("/v1/payloads/{second}")).await.0, 404);
+    tick().await;
+    assert_eq!(post("bob", "after the ban").await.0, 2);
+    tick().await;
+    let (code, _, err) = run("owner", &["unban", &root, &keys["bob"]]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        app.get_json(&format!("/v1/payloads/{second}")).await.0,
+        200,
+        "lifting the ban shows his post again"
+    );
+    // A policy that lets anyone post, and a channel only moderators may use.
+    let (code, _, err) = run(
+        "owner",
+        &[
+            "policy",
+            &root,
+            "--write",
+            "public",
+            "--channel",
+            "news=moderators",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    tick().await;
+    assert_eq!(post("eve", "now anyone may").await.0, 0);
+}
