@@ -724,3 +724,151 @@ async fn a_line_of_six_nodes_delivers_end_to_end_by_forwarding_alone() {
         assert!(n.wait().await.success());
     }
 }
+
+fn governance(key: &NodeKey, root: &str, created_at: u64, kind: &str, tags: &[&[&str]]) -> Payload {
+    Payload::sign(
+        key,
+        Draft {
+            seq: 1,
+            prev: None,
+            created_at,
+            kind: kind.into(),
+            channel: root.into(),
+            tags: tags
+                .iter()
+                .map(|t| t.iter().map(|s| s.to_string()).collect())
+                .collect(),
+            content: String::new(),
+        },
+    )
+}
+
+fn community_post(key: &NodeKey, root: &str, created_at: u64, content: &str) -> Payload {
+    Payload::sign(
+        key,
+        Draft {
+            seq: 1,
+            prev: None,
+            created_at,
+            kind: "post".into(),
+            channel: root.into(),
+            tags: vec![],
+            content: content.into(),
+        },
+    )
+}
+
+async fn post_status(node: &Node, p: &Payload) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/v1/payloads", node.base))
+        .body(p.to_json())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// PROTOCOL.md 9 across a line of real nodes A–B–C: governance published on
+/// A reaches C by forwarding and C computes A's state; a member's post that
+/// reaches B before its grant is refused there, and accepted when sent again
+/// once the grant arrived; a ban on A hides the banned author's posts on C.
+#[tokio::test]
+async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let no_sync = ("MESHRELAY_SYNC_SCHEDULE", "0 0 0 1 1 * 2099");
+    let a = Node::start(da.path(), &vars(&[no_sync])).await;
+    let b = Node::start(
+        db.path(),
+        &vars(&[no_sync, ("MESHRELAY_SEED_PEERS", &a.base)]),
+    )
+    .await;
+    let c = Node::start(
+        dc.path(),
+        &vars(&[no_sync, ("MESHRELAY_SEED_PEERS", &b.base)]),
+    )
+    .await;
+    eventually("the line to form", 20, async || {
+        peer_count(&a).await == 1 && peer_count(&b).await == 2 && peer_count(&c).await == 1
+    })
+    .await;
+    let (owner, member, late) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    let root = format!("g/{}/line", owner.public_hex());
+    let path = format!("/v1/communities/{}", root.strip_prefix("g/").unwrap());
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 100;
+    let policy = governance(&owner, &root, t, "policy", &[&["write", "members"]]);
+    let grant = governance(
+        &owner,
+        &root,
+        t + 1,
+        "role",
+        &[&["p", &member.public_hex(), "member"]],
+    );
+    for p in [&policy, &grant] {
+        assert_eq!(post_status(&a, p).await, 201);
+    }
+    let hello = community_post(&member, &root, t + 2, "hello from A");
+    assert_eq!(post_status(&a, &hello).await, 201);
+    eventually("the governance and the post to reach C", 20, async || {
+        c.json(&format!("/v1/payloads/{}", hello.id)).await.0 == 200
+    })
+    .await;
+    assert_eq!(
+        c.json(&path).await,
+        a.json(&path).await,
+        "C computes A's state"
+    );
+
+    // A post by `late` reaches B before the grant that allows it exists there.
+    let early = community_post(&late, &root, t + 20, "before my grant");
+    assert_eq!(post_status(&b, &early).await, 403);
+    let late_grant = governance(
+        &owner,
+        &root,
+        t + 10,
+        "role",
+        &[&["p", &late.public_hex(), "member"]],
+    );
+    assert_eq!(post_status(&a, &late_grant).await, 201);
+    eventually("the late grant to reach B", 20, async || {
+        b.json(&format!("/v1/payloads/{}", late_grant.id)).await.0 == 200
+    })
+    .await;
+    assert_eq!(
+        post_status(&b, &early).await,
+        201,
+        "accepted once its authority arrived"
+    );
+
+    // The owner bans the member on A: on C the member's post is hidden.
+    let ban = governance(
+        &owner,
+        &root,
+        t + 30,
+        "role",
+        &[&["p", &member.public_hex(), "banned"]],
+    );
+    assert_eq!(post_status(&a, &ban).await, 201);
+    eventually("the ban to hide the post on C", 20, async || {
+        c.json(&format!("/v1/payloads/{}", hello.id)).await.0 == 404
+    })
+    .await;
+    assert_eq!(a.json(&format!("/v1/payloads/{}", hello.id)).await.0, 404);
+    assert_eq!(c.json(&path).await, a.json(&path).await);
+    for n in [a, b, c] {
+        n.signal("-TERM");
+        assert!(n.wait().await.success());
+    }
+}
