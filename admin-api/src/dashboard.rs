@@ -382,6 +382,7 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
     let peers = peer_views(ctx).await?;
     let jobs = job_views(ctx).await?;
     let audit = audit_views(ctx, None, 25).await?;
+    let communities = crate::api::communities::views(ctx).await?;
     let samples = series(&ctx.store).await?;
     let ingest: Vec<(i64, f64)> = samples.iter().map(|s| (s.0, s.1)).collect();
     let queue: Vec<(i64, f64)> = samples.iter().map(|s| (s.0, s.2 as f64)).collect();
@@ -496,6 +497,7 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
                     }
                 }
             }
+            (communities_section(&communities))
             section #audit {
                 h2 { "Audit log" }
                 @if audit.is_empty() {
@@ -519,6 +521,41 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
             }
         },
     ))
+}
+
+/// The communities held (PROTOCOL.md 9): members by role, what their
+/// governance holds back, and the latest moderation.
+fn communities_section(communities: &[crate::api::communities::CommunityView]) -> Markup {
+    html! {
+        section #communities {
+            h2 { "Communities" }
+            @if communities.is_empty() {
+                p.muted { "No community payloads held." }
+            } @else {
+                table {
+                    thead { tr {
+                        th { "Community" } th { "Admins" } th { "Moderators" } th { "Members" }
+                        th { "Banned" } th { "Payloads" } th { "Held back" } th { "Latest moderation" }
+                    } }
+                    tbody {
+                        @for c in communities {
+                            tr {
+                                td.small { code title=(c.community) { (short_target(&c.community)) } }
+                                td { (c.admins) } td { (c.moderators) } td { (c.members) }
+                                td { (c.banned) } td { (c.payloads) } td { (c.held_back) }
+                                td.small {
+                                    @if let Some(m) = c.recent_moderation.first() {
+                                        (when(Some(m.created_at as i64))) " by " code title=(m.by) { (short(&m.by)) }
+                                        " (" (m.targets.len()) " named; " (c.recent_moderation.len()) " recent)"
+                                    } @else { "none" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn subscribe_summary(v: &serde_json::Value) -> String {

@@ -69,4 +69,19 @@ impl Store {
                 .collect())
         })
     }
+
+    /// A community's `moderate` payloads, newest first.
+    pub async fn recent_moderations(&self, root: &str, n: i64) -> Result<Vec<Payload>> {
+        let rows: Vec<String> = with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT json FROM payloads WHERE community = ");
+            qb.push_bind(root.to_string())
+                .push(" AND kind = 'moderate' ORDER BY created_at DESC, id LIMIT ")
+                .push_bind(n);
+            qb.build_query_scalar().fetch_all(p).await?
+        });
+        Ok(rows
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect())
+    }
 }

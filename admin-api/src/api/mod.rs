@@ -27,6 +27,7 @@ use crate::{unix_now, Actor, AdminContext, AdminError, AdminResult};
 
 mod audit;
 mod authors;
+pub(crate) mod communities;
 mod deliveries;
 mod jobs;
 mod payloads;
@@ -77,6 +78,7 @@ pub fn router(ctx: AdminContext) -> axum::Router {
         .routes(routes!(authors::blocked_authors))
         .routes(routes!(authors::block_author, authors::unblock_author))
         .routes(routes!(payloads::hide_payload))
+        .routes(routes!(communities::list_communities))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::retry_deliveries))
         .routes(routes!(jobs::list_jobs))

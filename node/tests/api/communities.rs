@@ -358,4 +358,28 @@ async fn the_community_commands_create_grant_invite_join_moderate_and_ban() {
     assert_eq!(code, 0, "{err}");
     tick().await;
     assert_eq!(post("eve", "now anyone may").await.0, 0);
+
+    // The admin API (and the dashboard, from the same view) lists it.
+    let listed: Value = app
+        .client
+        .get(format!("{}/admin/v1/communities", app.admin))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let c = &listed["communities"][0];
+    assert_eq!(c["community"], root.as_str());
+    assert_eq!(
+        (
+            c["moderators"].as_u64(),
+            c["members"].as_u64(),
+            c["banned"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0))
+    );
+    assert_eq!(c["recent_moderation"][0]["targets"][0], bob_post.as_str());
+    assert_eq!(c["recent_moderation"][0]["by"], keys["mod"].as_str());
 }
