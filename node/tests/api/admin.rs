@@ -17,7 +17,11 @@ fn routes() -> Vec<(&'static str, String, &'static str)> {
     vec![
         ("GET", "/admin/v1/stats".into(), "/admin/v1/stats"),
         // Not in PROTOCOL.md 7: the communities view of issue 18.
-        ("GET", "/admin/v1/communities".into(), "/admin/v1/communities"),
+        (
+            "GET",
+            "/admin/v1/communities".into(),
+            "/admin/v1/communities",
+        ),
         ("POST", "/admin/v1/sync".into(), "/admin/v1/sync"),
         ("GET", "/admin/v1/peers".into(), "/admin/v1/peers"),
         ("POST", "/admin/v1/peers".into(), "/admin/v1/peers"),

@@ -383,3 +383,99 @@ async fn the_community_commands_create_grant_invite_join_moderate_and_ban() {
     assert_eq!(c["recent_moderation"][0]["targets"][0], bob_post.as_str());
     assert_eq!(c["recent_moderation"][0]["by"], keys["mod"].as_str());
 }
+
+/// A non-member's post is refused `forbidden` on every ingest path: HTTP,
+/// WebSocket and a peer's inbox (per item); a member's is taken on each.
+#[tokio::test]
+async fn every_ingest_path_refuses_a_non_members_post() {
+    use meshrelay_protocol::payload::Draft;
+    use meshrelay_protocol::{NodeKey, Payload};
+    use serde_json::json;
+
+    let app = spawn_app().await;
+    let (owner, member, stranger) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    let root = format!("g/{}/paths", owner.public_hex());
+    let t = now() - 60;
+    let make = |key: &NodeKey, at: u64, kind: &str, tags: Vec<Vec<String>>, content: &str| {
+        Payload::sign(
+            key,
+            Draft {
+                seq: 1,
+                prev: None,
+                created_at: at,
+                kind: kind.into(),
+                channel: root.clone(),
+                tags,
+                content: content.into(),
+            },
+        )
+    };
+    let grant = make(
+        &owner,
+        t,
+        "role",
+        vec![vec!["p".into(), member.public_hex(), "member".into()]],
+        "",
+    );
+    assert_eq!(app.publish(&grant).await.0, 201);
+    let posts = |key: &NodeKey, what: &str| {
+        (1..=3u64)
+            .map(|i| make(key, t + i, "post", vec![], &format!("{what} {i}")))
+            .collect::<Vec<_>>()
+    };
+    let (theirs, ours) = (posts(&stranger, "stranger"), posts(&member, "member"));
+
+    let (status, body) = app.publish(&theirs[0]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert_eq!(app.publish(&ours[0]).await.0, 201);
+
+    let mut ws = app.ws().await;
+    for (p, accepted) in [(&theirs[1], false), (&ours[1], true)] {
+        ws.send_json(json!({"op": "publish", "payload": p})).await;
+        let ok = ws.next_json().await;
+        assert_eq!(ok["accepted"], accepted, "{ok}");
+        if !accepted {
+            assert_eq!(ok["code"], "forbidden");
+        }
+    }
+
+    let peer = NodeKey::generate();
+    app.state
+        .store
+        .insert_peer(
+            &peer.public_hex(),
+            "http://127.0.0.1:9",
+            meshrelay_store::PeerStatus::Active,
+            r#"{"scope":"all"}"#,
+            "",
+            1,
+        )
+        .await
+        .unwrap();
+    let body =
+        json!({"items": [crate::federation::item(&theirs[2]), crate::federation::item(&ours[2])]})
+            .to_string();
+    let secs = now() as i64;
+    let (status, v) =
+        crate::federation::signed_post(&app, &peer, crate::federation::INBOX, &body, secs).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["accepted"], 1, "{v}");
+    assert_eq!(
+        v["rejected"],
+        json!([{"id": theirs[2].id, "code": "forbidden"}])
+    );
+    for p in &theirs {
+        assert_eq!(app.get_json(&format!("/v1/payloads/{}", p.id)).await.0, 404);
+    }
+    for p in &ours {
+        assert_eq!(app.get_json(&format!("/v1/payloads/{}", p.id)).await.0, 200);
+    }
+}
