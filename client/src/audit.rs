@@ -18,7 +18,9 @@
 //! 5. `fork`: two or more validly signed entries with the same seq.
 //!
 //! A delete is *visible* when any relay serves it validly; a relay that hides
-//! a target but withholds the delete itself is reported for the delete.
+//! a target but withholds the delete itself is reported for the delete. What
+//! a community's governance hides (computed by the caller from the
+//! governance payloads the relays serve) is excused the same way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -89,8 +91,11 @@ pub struct Finding {
 }
 
 /// Audit `author`'s log as `relays` serve it against what `earlier` kept.
-pub fn audit(relays: &[RelayLog], earlier: &Evidence) -> Vec<Finding> {
-    let mut a = Auditor::new(relays);
+/// `governed` are the ids a community's visible governance hides
+/// (PROTOCOL.md 9.4: moderated, by a banned key, not authorized at their
+/// place), excused like the targets of a visible delete.
+pub fn audit(relays: &[RelayLog], earlier: &Evidence, governed: &HashSet<String>) -> Vec<Finding> {
+    let mut a = Auditor::new(relays, governed);
     a.invalid();
     a.rollbacks(earlier);
     a.withheld(earlier);
@@ -123,11 +128,11 @@ struct Auditor<'r> {
 }
 
 impl<'r> Auditor<'r> {
-    fn new(relays: &'r [RelayLog]) -> Self {
+    fn new(relays: &'r [RelayLog], governed: &'r HashSet<String>) -> Self {
         let mut valid = vec![HashMap::new(); relays.len()];
         let mut seqs = vec![BTreeSet::new(); relays.len()];
         let mut by_seq: BTreeMap<u64, BTreeMap<&str, Vec<usize>>> = BTreeMap::new();
-        let mut deleted = HashSet::new();
+        let mut deleted: HashSet<&str> = governed.iter().map(String::as_str).collect();
         for (r, relay) in relays.iter().enumerate() {
             for e in &relay.entries {
                 if let Some(s) = e.seq() {
@@ -335,8 +340,8 @@ impl<'r> Auditor<'r> {
 
 /// For `--repair`: per relay, the valid entries another relay serves that it
 /// does not (by id, hidden ones excepted), in seq order.
-pub fn missing_entries(relays: &[RelayLog]) -> Vec<Vec<Payload>> {
-    let a = Auditor::new(relays);
+pub fn missing_entries(relays: &[RelayLog], governed: &HashSet<String>) -> Vec<Vec<Payload>> {
+    let a = Auditor::new(relays, governed);
     let mut all: BTreeMap<(u64, &str), &Payload> = BTreeMap::new();
     for v in &a.valid {
         for p in v.values() {

@@ -294,6 +294,13 @@ impl RelayClient {
     /// governance payload the relay serves on its root channel, each
     /// verified: the relay's word is not needed. Also how many were read.
     pub async fn community(&self, root: &str) -> Result<(Evaluation, usize)> {
+        let governance = self.community_governance(root).await?;
+        Ok((Evaluation::new(root, &governance), governance.len()))
+    }
+
+    /// Every governance payload the relay serves on a community's root,
+    /// each verified.
+    pub async fn community_governance(&self, root: &str) -> Result<Vec<Payload>> {
         let filter = Filter {
             channels: Some(vec![root.to_string()]),
             kinds: Some(GOVERNANCE_KINDS.iter().map(|k| k.to_string()).collect()),
@@ -307,8 +314,7 @@ impl RelayClient {
             governance.extend(page.payloads);
             cursor = page.next_cursor;
             if cursor.is_none() {
-                let n = governance.len();
-                return Ok((Evaluation::new(root, &governance), n));
+                return Ok(governance);
             }
         }
         Err(self.bad(format!(

@@ -2,7 +2,7 @@
 //! right kind for each fault, none for honest relays, and, for random logs
 //! and random drop sets, exactly the dropped seqs reported.
 
-use meshrelay_client::audit::{audit, missing_entries, HeadSeen, Kind, RelayLog};
+use meshrelay_client::audit::{HeadSeen, Kind, RelayLog};
 use meshrelay_client::receipts::{Evidence, KeptReceipt};
 use meshrelay_client::relay::LogEntry;
 use meshrelay_protocol::payload::Draft;
@@ -67,6 +67,15 @@ impl Relay {
             head,
         }
     }
+}
+
+/// The audit with nothing excused by community governance.
+fn audit(relays: &[RelayLog], earlier: &Evidence) -> Vec<meshrelay_client::Finding> {
+    meshrelay_client::audit::audit(relays, earlier, &Default::default())
+}
+
+fn missing_entries(relays: &[RelayLog]) -> Vec<Vec<Payload>> {
+    meshrelay_client::audit::missing_entries(relays, &Default::default())
 }
 
 fn kinds(f: &[meshrelay_client::Finding]) -> Vec<(Kind, String, Option<u64>)> {
@@ -186,6 +195,37 @@ fn each_fault_is_one_finding_of_its_kind() {
     };
     let f = audit(&[honest, h.serving(&author, &without_4)], &earlier);
     assert_eq!(kinds(&f), vec![(Kind::Withheld, h.url.clone(), Some(4))]);
+}
+
+#[test]
+fn what_community_governance_hides_is_not_withheld() {
+    let key = NodeKey::generate();
+    let author = key.public_hex();
+    let log = chain(&key, 3);
+    let (a, b) = (Relay::new(1), Relay::new(2));
+    // Both relays hold entry 2 back (moderated, say); a receipt for it exists.
+    let mut shown = log.clone();
+    shown.remove(1);
+    let earlier = Evidence {
+        receipts: vec![KeptReceipt {
+            author: author.clone(),
+            seq: 2,
+            relay: a.url.clone(),
+            receipt: Receipt::sign(&a.key, &log[1].id, 10).unwrap(),
+        }],
+        ..Evidence::default()
+    };
+    let views = [a.serving(&author, &shown), b.serving(&author, &shown)];
+    assert_eq!(
+        kinds(&audit(&views, &earlier)),
+        vec![
+            (Kind::Withheld, a.url.clone(), Some(2)),
+            (Kind::Omission, b.url.clone(), Some(2))
+        ],
+        "without the governance: withheld by a, a missing prev on b"
+    );
+    let governed = [log[1].id.clone()].into_iter().collect();
+    assert!(meshrelay_client::audit::audit(&views, &earlier, &governed).is_empty());
 }
 
 #[test]

@@ -12,7 +12,10 @@ use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use meshrelay_client::audit::{missing_entries, Finding, HeadSeen, Kind, RelayLog};
 use meshrelay_client::{Error as ClientError, KeptReceipt, LogEntry, RelayClient};
-use meshrelay_protocol::PublicKey;
+use std::collections::{BTreeSet, HashSet};
+
+use meshrelay_protocol::community::{place_of, Evaluation};
+use meshrelay_protocol::{Payload, PublicKey};
 use serde_json::{json, Value};
 
 use super::client::receipts_store;
@@ -58,7 +61,8 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         logs.push(fetch(&c, &args.author).await?);
         clients.push(c);
     }
-    let findings = meshrelay_client::audit(&logs, &earlier);
+    let governed = governed(&clients, &logs, &earlier).await?;
+    let findings = meshrelay_client::audit(&logs, &earlier, &governed);
     // Only now: this run's heads are compared with earlier ones, not themselves.
     for log in &logs {
         if let HeadSeen::Signed(h) = &log.head {
@@ -74,13 +78,55 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         print_tables(&args.author, &logs, &findings);
     }
     if args.repair {
-        repair(&clients, &logs, &store, &args.author, args.json).await?;
+        repair(&clients, &logs, &governed, &store, &args.author, args.json).await?;
     }
     Ok(if findings.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The author's entries a community's visible governance hides (PROTOCOL.md
+/// 9.4), computed here from every governance payload any of the relays
+/// serves on the roots of the author's community entries (those served and
+/// those the receipts store kept): a relay that holds them back is honest.
+async fn governed(
+    clients: &[RelayClient],
+    logs: &[RelayLog],
+    earlier: &meshrelay_client::Evidence,
+) -> anyhow::Result<HashSet<String>> {
+    let mut known: Vec<&Payload> = earlier.published.iter().collect();
+    for l in logs {
+        known.extend(l.entries.iter().filter_map(|e| match e {
+            LogEntry::Valid(p) => Some(p),
+            LogEntry::Invalid { .. } => None,
+        }));
+    }
+    let root = |p: &Payload| {
+        place_of(&p.channel)
+            .ok()
+            .flatten()
+            .map(|pl| pl.root.to_string())
+    };
+    let roots: BTreeSet<String> = known.iter().filter_map(|p| root(p)).collect();
+    let mut governed = HashSet::new();
+    for r in roots {
+        let mut governance = Vec::new();
+        for c in clients {
+            governance.extend(c.community_governance(&r).await?);
+        }
+        let evaluation = Evaluation::new(&r, &governance);
+        for p in known
+            .iter()
+            .filter(|p| root(p).as_deref() == Some(r.as_str()))
+        {
+            if !evaluation.shown(*p) {
+                governed.insert(p.id.clone());
+            }
+        }
+    }
+    Ok(governed)
 }
 
 /// The relay's node key, whole log and head; a head that does not verify is
@@ -208,11 +254,12 @@ fn short(hex: &str) -> String {
 async fn repair(
     clients: &[RelayClient],
     logs: &[RelayLog],
+    governed: &HashSet<String>,
     store: &meshrelay_client::ReceiptStore,
     author: &str,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    for (c, missing) in clients.iter().zip(missing_entries(logs)) {
+    for (c, missing) in clients.iter().zip(missing_entries(logs, governed)) {
         let (mut sent, mut refused) = (0, 0);
         for p in &missing {
             match c.publish(p).await {

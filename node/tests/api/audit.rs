@@ -318,3 +318,53 @@ async fn a_hostile_relay_is_caught_once_for_each_fault() {
     let (code, _) = alice.audit(&[&a.base, "http://127.0.0.1:9"], &[]).await;
     assert_eq!(code, 2);
 }
+
+/// A relay that holds a receipted community post back because a visible
+/// moderation says so is honest: the audit finds nothing (PROTOCOL.md 4.4).
+#[tokio::test]
+async fn a_post_hidden_by_a_visible_moderation_is_not_withheld() {
+    use meshrelay_protocol::payload::Draft;
+    let a = spawn_app().await;
+    let alice = Author::new();
+    let owner = NodeKey::generate();
+    let root = format!("g/{}/club", owner.public_hex());
+    let gov = |at: u64, kind: &str, tags: Vec<Vec<String>>| {
+        Payload::sign(
+            &owner,
+            Draft {
+                seq: 1,
+                prev: None,
+                created_at: at,
+                kind: kind.into(),
+                channel: root.clone(),
+                tags,
+                content: String::new(),
+            },
+        )
+    };
+    let grant = gov(
+        now() - 60,
+        "role",
+        vec![vec!["p".into(), alice.hex.clone(), "member".into()]],
+    );
+    assert_eq!(a.publish(&grant).await.0, 201);
+    let args = [
+        "publish",
+        "--key",
+        "alice.key",
+        "--relay",
+        &a.base,
+        "--channel",
+        &root,
+        "in the club",
+    ];
+    let (code, out, err) = cli(alice.dir.path(), &args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out.split('\t').nth(3).unwrap().trim().to_string();
+    let moderate = gov(now() - 30, "moderate", vec![vec!["e".into(), id.clone()]]);
+    // Dated before the post: it still moderates it (9.3 "also one that arrives later").
+    assert_eq!(a.publish(&moderate).await.0, 201);
+    assert_eq!(a.get_json(&format!("/v1/payloads/{id}")).await.0, 404);
+    let (code, report) = alice.audit(&[&a.base], &[]).await;
+    assert_eq!((code, findings(&report)), (0, vec![]), "{report}");
+}
