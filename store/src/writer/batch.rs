@@ -65,28 +65,7 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
             .collect();
         // PROTOCOL.md 9.4: after the duplicate check, each community payload
         // is authorized at its place, or refused.
-        let mut governed = Governed::default();
-        let mut forbidden: HashMap<&str, String> = HashMap::new();
-        let in_communities: Vec<(&str, &Payload)> = candidates
-            .iter()
-            .filter_map(|j| root_of(&j.payload).map(|r| (r, &*j.payload)))
-            .collect();
-        if !in_communities.is_empty() {
-            let ids: Vec<&str> = in_communities.iter().map(|(_, p)| p.id.as_str()).collect();
-            let held = Steps::received_at_in(&mut tx, "payloads", &ids).await?;
-            for (root, p) in in_communities {
-                if held.contains_key(&p.id) {
-                    continue;
-                }
-                if !governed.knows(root) {
-                    let stored = Steps::governance_of(&mut tx, root).await?;
-                    governed.load(root, &stored);
-                }
-                if let Err(why) = governed.admit(root, p) {
-                    forbidden.insert(p.id.as_str(), why);
-                }
-            }
-        }
+        let (governed, forbidden) = admit(&mut tx, &candidates).await?;
         let candidates: Vec<&Job> = candidates
             .into_iter()
             .filter(|j| !forbidden.contains_key(j.payload.id.as_str()))
@@ -160,6 +139,40 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
         }
         Ok(outcomes)
     })
+}
+
+/// Authorize each new community payload among `candidates` at its place
+/// (PROTOCOL.md 9.4), in batch order: the communities touched, and why each
+/// refused payload was refused.
+async fn admit<'j, DB: Steps>(
+    tx: &mut Transaction<'static, DB>,
+    candidates: &[&'j Job],
+) -> Result<(Governed, HashMap<&'j str, String>)> {
+    let mut governed = Governed::default();
+    let mut forbidden = HashMap::new();
+    let in_communities: Vec<(&str, &Payload)> = candidates
+        .iter()
+        .filter_map(|j| root_of(&j.payload).map(|r| (r, &*j.payload)))
+        .collect();
+    if in_communities.is_empty() {
+        return Ok((governed, forbidden));
+    }
+    let ids: Vec<&str> = in_communities.iter().map(|(_, p)| p.id.as_str()).collect();
+    // Already held: a duplicate, not judged again.
+    let held = DB::received_at_in(tx, "payloads", &ids).await?;
+    for (root, p) in in_communities {
+        if held.contains_key(&p.id) {
+            continue;
+        }
+        if !governed.knows(root) {
+            let stored = DB::governance_of(tx, root).await?;
+            governed.load(root, &stored);
+        }
+        if let Err(why) = governed.admit(root, p) {
+            forbidden.insert(p.id.as_str(), why);
+        }
+    }
+    Ok((governed, forbidden))
 }
 
 /// Hold back, or show again, the payloads of the communities a batch touched
