@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use meshrelay_protocol::NodeKey;
+use meshrelay_protocol::{NodeKey, Payload};
 use serde_json::{json, Value};
 
 use crate::federation::{item, signed_post, INBOX};
@@ -554,6 +554,22 @@ async fn the_dashboard_signs_in_and_approves_a_pending_peer_in_a_real_browser() 
         );
         assert_eq!(a.publish(&p).await.0, 201);
     }
+    // A community, for the dashboard's Communities table.
+    let owner = NodeKey::generate();
+    let root = format!("g/{}/club", owner.public_hex());
+    let policy = Payload::sign(
+        &owner,
+        meshrelay_protocol::payload::Draft {
+            seq: 1,
+            prev: None,
+            created_at: now(),
+            kind: "policy".into(),
+            channel: root.clone(),
+            tags: vec![vec!["write".into(), "members".into()]],
+            content: String::new(),
+        },
+    );
+    assert_eq!(a.publish(&policy).await.0, 201);
     let out = tempfile::tempdir().unwrap();
     let screenshot = std::env::var("MESHRELAY_SCREENSHOT")
         .unwrap_or_else(|_| out.path().join("dashboard.png").display().to_string());
@@ -563,6 +579,7 @@ async fn the_dashboard_signs_in_and_approves_a_pending_peer_in_a_real_browser() 
         .env("ADMIN_URL", &a.admin)
         .env("ADMIN_TOKEN", &a.admin_token)
         .env("PENDING_NODE", &b_key)
+        .env("COMMUNITY", &root)
         .env("SCREENSHOT", &screenshot)
         .output()
         .await

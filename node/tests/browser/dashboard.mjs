@@ -1,10 +1,10 @@
 // Drives the admin dashboard in Debian's headless Chromium, as an operator
 // would: sign in, approve a pending peer, see the change. Run by
-// node/tests/api/admin.rs with ADMIN_URL, ADMIN_TOKEN, PENDING_NODE and
-// SCREENSHOT set; prints one line per step and exits non-zero on a failure.
+// node/tests/api/admin.rs with ADMIN_URL, ADMIN_TOKEN, PENDING_NODE, COMMUNITY
+// and SCREENSHOT set; prints one line per step and exits non-zero on a failure.
 import { chromium } from 'playwright-core';
 
-const { ADMIN_URL, ADMIN_TOKEN, PENDING_NODE, SCREENSHOT } = process.env;
+const { ADMIN_URL, ADMIN_TOKEN, PENDING_NODE, SCREENSHOT, COMMUNITY } = process.env;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 function check(ok, what) {
@@ -47,6 +47,8 @@ try {
   check(audit.includes('approve') && audit.includes('dashboard'), 'the audit log shows the approval');
   check(await page.locator('#charts svg, #charts p').count() >= 2, 'both charts are drawn');
   check(await page.locator('#jobs tr[data-job=sync]').count() === 1, 'the jobs table lists sync');
+  check(await page.locator(`#communities code[title="${COMMUNITY}"]`).count() === 1,
+    'the communities table lists the community');
 
   // A form posted without the session's CSRF token is refused, cookie or not.
   const forged = await page.request.post(`${ADMIN_URL}/admin/peers/${PENDING_NODE}/block`, {
