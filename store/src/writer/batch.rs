@@ -8,7 +8,7 @@ use std::future::Future;
 use meshrelay_protocol::Payload;
 use sqlx::{QueryBuilder, Transaction};
 
-use super::community::{root_of, Governed};
+use super::community::{root_of, Cache, Governed};
 use super::Job;
 use crate::{with_pool, BeginWrite, Result, Store, WriteOutcome};
 
@@ -37,7 +37,11 @@ fn plan<'b>(payloads: impl Iterator<Item = &'b Payload>) -> Plan<'b> {
 }
 
 /// Commit one batch; one outcome per job, in order.
-pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutcome>> {
+pub(super) async fn commit(
+    store: &Store,
+    batch: &[Job],
+    cache: &mut Cache,
+) -> Result<Vec<WriteOutcome>> {
     let Plan { first, authors } = plan(batch.iter().map(|j| &*j.payload));
     // Every submission not stored below is a duplicate: of an earlier one in
     // this batch, or of a row already held; its first storage time is filled
@@ -65,7 +69,7 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
             .collect();
         // PROTOCOL.md 9.4: after the duplicate check, each community payload
         // is authorized at its place, or refused.
-        let (governed, forbidden) = admit(&mut tx, &candidates).await?;
+        let (governed, forbidden) = admit(&mut tx, &candidates, cache).await?;
         let candidates: Vec<&Job> = candidates
             .into_iter()
             .filter(|j| !forbidden.contains_key(j.payload.id.as_str()))
@@ -115,6 +119,7 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
             .collect();
         first_stored.extend(Steps::received_at_in(&mut tx, "payloads", &held).await?);
         tx.commit().await?;
+        governed.keep(cache);
         for &i in &first {
             let id = &batch[i].payload.id;
             if inserted.contains_key(id) {
@@ -147,6 +152,7 @@ pub(super) async fn commit(store: &Store, batch: &[Job]) -> Result<Vec<WriteOutc
 async fn admit<'j, DB: Steps>(
     tx: &mut Transaction<'static, DB>,
     candidates: &[&'j Job],
+    cache: &mut Cache,
 ) -> Result<(Governed, HashMap<&'j str, String>)> {
     let mut governed = Governed::default();
     let mut forbidden = HashMap::new();
@@ -164,7 +170,7 @@ async fn admit<'j, DB: Steps>(
         if held.contains_key(&p.id) {
             continue;
         }
-        if !governed.knows(root) {
+        if !governed.knows(root) && !governed.load_cached(root, cache) {
             let stored = DB::governance_of(tx, root).await?;
             governed.load(root, &stored);
         }

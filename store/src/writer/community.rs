@@ -4,7 +4,8 @@
 //! the batch each touched community's payloads are held back or shown again
 //! as the evaluation says.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use meshrelay_protocol::community::{is_governance_kind, place_of, Evaluation};
 use meshrelay_protocol::Payload;
@@ -12,6 +13,51 @@ use meshrelay_protocol::Payload;
 /// The root of the community a payload's channel belongs to.
 pub(super) fn root_of(p: &Payload) -> Option<&str> {
     place_of(&p.channel).ok().flatten().map(|pl| pl.root)
+}
+
+/// A community's governance as the writer last committed it, kept between
+/// batches so that a post into a busy community is judged without reading
+/// and evaluating its governance again. Only the writer stores payloads, so an
+/// entry is current while it is fresh; it is trusted for `TTL` (retention and
+/// purges delete rows outside the writer) and the cache holds at most
+/// `MAX_PAYLOADS` governance payloads over all communities.
+pub(crate) struct Cache {
+    entries: HashMap<String, (Instant, Community)>,
+}
+
+const TTL: Duration = Duration::from_secs(60);
+const MAX_PAYLOADS: usize = 200_000;
+
+impl Cache {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+
+    fn take(&mut self, root: &str) -> Option<Community> {
+        let (at, c) = self.entries.remove(root)?;
+        (at.elapsed() < TTL).then_some(c)
+    }
+
+    fn put(&mut self, root: String, c: Community) {
+        if c.governance.len() > MAX_PAYLOADS {
+            return;
+        }
+        let held = |e: &HashMap<String, (Instant, Community)>| -> usize {
+            e.values().map(|(_, c)| c.governance.len()).sum()
+        };
+        while !self.entries.is_empty() && held(&self.entries) + c.governance.len() > MAX_PAYLOADS {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+                .expect("not empty");
+            self.entries.remove(&oldest);
+        }
+        self.entries.insert(root, (Instant::now(), c));
+    }
 }
 
 struct Community {
@@ -35,6 +81,26 @@ impl Governed {
 
     pub(super) fn knows(&self, root: &str) -> bool {
         self.communities.contains_key(root)
+    }
+
+    /// Take a community from the cache, when it holds a fresh entry.
+    pub(super) fn load_cached(&mut self, root: &str, cache: &mut Cache) -> bool {
+        match cache.take(root) {
+            Some(c) => {
+                self.communities.insert(root.to_string(), c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After the batch committed: every community touched goes (back) into
+    /// the cache, as committed.
+    pub(super) fn keep(self, cache: &mut Cache) {
+        for (root, mut c) in self.communities {
+            c.changed = false;
+            cache.put(root, c);
+        }
     }
 
     /// The governance payloads a community held before this batch.

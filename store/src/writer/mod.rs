@@ -155,6 +155,7 @@ async fn run(
     max_batch: usize,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut communities = community::Cache::new();
     // None once `close` was asked for (or its handle dropped without asking).
     let mut stop = Some(stop);
     loop {
@@ -176,7 +177,7 @@ async fn run(
             break;
         }
         let started = std::time::Instant::now();
-        let result = batch::commit(&store, &batch).await;
+        let result = batch::commit(&store, &batch, &mut communities).await;
         tracing::debug!(
             size = batch.len(),
             ms = started.elapsed().as_secs_f64() * 1e3,
