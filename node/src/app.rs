@@ -230,6 +230,7 @@ fn new_state(
         keys: moka::sync::Cache::new(50_000),
         shutdown,
         ws_tasks: TaskTracker::new(),
+        page_builds: Arc::new(tokio::sync::Semaphore::new(crate::state::PAGE_BUILDS)),
         federation,
     }
 }

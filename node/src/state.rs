@@ -21,8 +21,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Signs the node document; its public half identifies the node.
     pub node_key: Arc<NodeKey>,
-    /// Ids known to be stored, so repeats skip the writer (they are still verified first).
-    /// Ids stored lately, with when they were first stored (for a receipt).
+    /// Ids stored lately, so repeats skip the writer (they are still verified
+    /// first), with when each was first stored (for a receipt).
     pub seen: moka::sync::Cache<String, Option<u64>>,
     /// Author keys already decoded (a point decompression each), by hex.
     pub keys: moka::sync::Cache<String, meshrelay_protocol::PublicKey>,
@@ -34,6 +34,35 @@ pub struct AppState {
     pub federation: Arc<meshrelay_federation::Federation>,
     /// Publish budgets per connection and per client address.
     pub limits: Arc<crate::limits::RateLimits>,
+    /// Query and log pages being built at once. Each holds up to
+    /// `max_response_bytes` of rows and its encoding: the permits bound
+    /// what concurrent large reads hold, whatever the connection count.
+    pub page_builds: Arc<tokio::sync::Semaphore>,
+}
+
+/// Query and log pages built at once (`AppState::page_builds`).
+pub const PAGE_BUILDS: usize = 2;
+
+impl AppState {
+    /// Run `build` (a page and its JSON bytes) under a page-build permit;
+    /// the answer is the bytes as `application/json`.
+    pub async fn build_page<F>(&self, build: F) -> crate::error::ApiResult<axum::response::Response>
+    where
+        F: std::future::Future<Output = crate::error::ApiResult<Vec<u8>>>,
+    {
+        use axum::response::IntoResponse;
+        let _permit = self
+            .page_builds
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let body = build.await?;
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response())
+    }
 }
 
 impl AppState {

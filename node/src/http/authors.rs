@@ -72,7 +72,7 @@ pub async fn log(
     State(state): State<AppState>,
     Path(key): Path<String>,
     params: Result<Query<LogParams>, QueryRejection>,
-) -> ApiResult<Json<LogResponse>> {
+) -> ApiResult<axum::response::Response> {
     check_key(&key)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let after = params.after_seq.unwrap_or(0).min(i64::MAX as u64) as i64;
@@ -85,9 +85,14 @@ pub async fn log(
         .limits
         .max_response_bytes
         .saturating_sub(1024);
-    let page = state.store.author_log(&key, after, limit, budget).await?;
-    Ok(Json(LogResponse {
-        author: key,
-        payloads: raw_payloads(page.rows.into_iter().map(|r| r.json))?,
-    }))
+    state
+        .build_page(async {
+            let page = state.store.author_log(&key, after, limit, budget).await?;
+            let answer = LogResponse {
+                author: key.clone(),
+                payloads: raw_payloads(page.rows.into_iter().map(|r| r.json))?,
+            };
+            serde_json::to_vec(&answer).map_err(|e| ApiError::internal(&e))
+        })
+        .await
 }

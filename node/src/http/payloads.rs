@@ -120,7 +120,7 @@ pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> A
 pub async fn query(
     State(state): State<AppState>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> ApiResult<Json<QueryResponse>> {
+) -> ApiResult<Response> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limits = &state.settings.limits;
     let q = parse_query(&params, limits.max_limit)?;
@@ -129,23 +129,29 @@ pub async fn query(
         return Ok(Json(QueryResponse {
             payloads: vec![],
             next_cursor: None,
-        }));
+        })
+        .into_response());
     }
     // A page holds at most max_response_bytes of payloads: past it, it stops
     // early and gives its cursor.
     let budget = limits.max_response_bytes.saturating_sub(1024);
-    let page = state
-        .store
-        .query_page(&q.filter, q.cursor.as_ref(), q.limit, budget)
-        .await?;
-    let next_cursor = match page.more {
-        true => page.rows.last().map(|r| Cursor::after(r).encode()),
-        false => None,
-    };
-    Ok(Json(QueryResponse {
-        payloads: raw_payloads(page.rows.into_iter().map(|r| r.json))?,
-        next_cursor,
-    }))
+    state
+        .build_page(async {
+            let page = state
+                .store
+                .query_page(&q.filter, q.cursor.as_ref(), q.limit, budget)
+                .await?;
+            let next_cursor = match page.more {
+                true => page.rows.last().map(|r| Cursor::after(r).encode()),
+                false => None,
+            };
+            let answer = QueryResponse {
+                payloads: raw_payloads(page.rows.into_iter().map(|r| r.json))?,
+                next_cursor,
+            };
+            serde_json::to_vec(&answer).map_err(|e| ApiError::internal(&e))
+        })
+        .await
 }
 
 /// Stored JSON texts as raw values, so they are passed through, not re-encoded.
