@@ -2,9 +2,7 @@
 //! state as this node computes it from the governance payloads it holds.
 
 use axum::extract::{Path, State};
-use axum::Json;
 use meshrelay_protocol::community::place_of;
-use serde_json::Value;
 
 use super::schema::{CommunityDoc, ErrorBody};
 use crate::error::{ApiError, ApiResult};
@@ -27,19 +25,22 @@ use crate::state::AppState;
 pub async fn community(
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let root = format!("g/{owner}/{name}");
     match place_of(&root) {
         Ok(Some(p)) if p.sub.is_empty() => {}
         Ok(_) => return Err(ApiError::bad_request("a community is g/<owner>/<name>")),
         Err(why) => return Err(ApiError::bad_request(why)),
     }
-    let evaluation = state
-        .store
-        .community(&root)
-        .await?
-        .ok_or_else(|| ApiError::not_found("this node holds no payload of this community"))?;
-    Ok(Json(
-        evaluation.answer(meshrelay_protocol::clock::now_wire_secs()),
-    ))
+    // Reading and evaluating a large community's governance is a heavy read
+    // like a query page: it takes one of the same permits.
+    state
+        .build_page(async {
+            let evaluation = state.store.community(&root).await?.ok_or_else(|| {
+                ApiError::not_found("this node holds no payload of this community")
+            })?;
+            let answer = evaluation.answer(meshrelay_protocol::clock::now_wire_secs());
+            serde_json::to_vec(&answer).map_err(|e| ApiError::internal(&e))
+        })
+        .await
 }
