@@ -235,6 +235,28 @@ impl Store {
         })
     }
 
+    /// A store for a task on another runtime than the one this store was opened
+    /// on. PostgreSQL connections belong to the runtime that opened them (their
+    /// sockets are registered with its I/O driver), so this opens a separate pool
+    /// of at most `max_connections`, connecting lazily on the caller's runtime.
+    /// SQLite connections run on threads of their own and are shared as they are.
+    /// Close a PostgreSQL store made here when done with it.
+    pub fn for_this_runtime(&self, max_connections: u32) -> Self {
+        match &self.pool {
+            Pool::Sqlite(_) => self.clone(),
+            Pool::Postgres(p) => {
+                let opts = p.connect_options().as_ref().clone();
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy_with(opts);
+                Self {
+                    pool: Pool::Postgres(pool),
+                }
+            }
+        }
+    }
+
     /// Close the pool, waiting for connections to finish.
     pub async fn close(&self) {
         with_pool!(self, p => p.close().await)

@@ -56,6 +56,10 @@ pub(crate) struct Job {
     reply: oneshot::Sender<Result<WriteOutcome, Error>>,
 }
 
+/// Connections of the writer's own PostgreSQL pool: one transaction at a
+/// time, and one spare so a broken connection is replaced without waiting.
+const WRITER_CONNECTIONS: u32 = 2;
+
 /// A clonable handle to the writer task.
 #[derive(Clone)]
 pub struct Writer {
@@ -81,7 +85,18 @@ impl Writer {
                     .enable_all()
                     .build()
                     .expect("building the writer's runtime");
-                rt.block_on(run(store, rx, stop_rx, max_batch));
+                rt.block_on(async move {
+                    // Connections opened on this runtime are driven by it, so the
+                    // writer uses a pool of its own: a PostgreSQL connection it
+                    // opened in the shared pool would be handed to tasks of
+                    // another runtime and fail ("being shutdown") once this
+                    // one has stopped, and would stall while this thread is busy.
+                    let own = store.for_this_runtime(WRITER_CONNECTIONS);
+                    run(own.clone(), rx, stop_rx, max_batch).await;
+                    if own.backend() == crate::Backend::Postgres {
+                        own.close().await;
+                    }
+                });
                 let _ = done_tx.send(());
             })
             .expect("spawning the writer thread");
