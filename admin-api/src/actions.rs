@@ -191,6 +191,43 @@ pub async fn hide_payload(ctx: &AdminContext, actor: &Actor, id: &str) -> AdminR
     Ok(changed)
 }
 
+/// Remove a blob (PROTOCOL.md 7): tombstone first, so no upload or mirror
+/// can bring it back while its bytes are deleted; returns whether it was
+/// not removed before, and the bytes freed.
+pub async fn remove_blob(
+    ctx: &AdminContext,
+    actor: &Actor,
+    sha256: &str,
+) -> AdminResult<(bool, i64)> {
+    let before = ctx.store.remove_blob(sha256, unix_now()).await?;
+    let changed = before.as_ref().is_none_or(|r| r.removed_at.is_none());
+    let freed = match &before {
+        Some(r) if r.removed_at.is_none() => r.size,
+        _ => 0,
+    };
+    ctx.blobs.delete(sha256).await.map_err(|e| {
+        tracing::error!(error = %e, sha256, "deleting a removed blob's bytes failed");
+        AdminError::new(
+            ErrorCode::Internal,
+            "the blob is removed, but deleting its bytes failed",
+        )
+    })?;
+    let detail = match &before {
+        None => Some("not held: refused from now on".to_string()),
+        Some(r) if r.removed_at.is_some() => Some("already removed".to_string()),
+        Some(r) => Some(format!("{} bytes, {} references", r.size, r.references)),
+    };
+    audit(
+        ctx,
+        actor,
+        "remove",
+        &format!("blob:{sha256}"),
+        detail.as_deref(),
+    )
+    .await?;
+    Ok((changed, freed))
+}
+
 pub async fn retry_deliveries(
     ctx: &AdminContext,
     actor: &Actor,

@@ -34,11 +34,13 @@ pub use stats::Sampler;
 /// drift apart. Request bodies are here too, for clients to send.
 pub mod types {
     pub use crate::api::{
-        AddPeer, AuditLog, AuditView, AuthorBlock, BlockedAuthor, BlockedAuthors, Deliveries,
-        Delivery, ErrorBody, ErrorDetail, Health, HiddenPayload, JobList, JobStarted, JobView,
-        PeerList, PeerView, Retried, RetryRequest,
+        AddPeer, AuditLog, AuditView, AuthorBlock, BlobList, BlobView, BlockedAuthor,
+        BlockedAuthors, Deliveries, Delivery, ErrorBody, ErrorDetail, Health, HiddenPayload,
+        JobList, JobStarted, JobView, PeerList, PeerView, RemovedBlob, Retried, RetryRequest,
     };
-    pub use crate::stats::{DatabaseStats, OutboxStats, PayloadStats, PeerDepth, Rates, Stats};
+    pub use crate::stats::{
+        BlobStats, DatabaseStats, OutboxStats, PayloadStats, PeerDepth, Rates, Stats,
+    };
 }
 
 /// What the node knows only in memory and the admin API shows.
@@ -64,6 +66,8 @@ pub struct AdminContext {
     /// Unix seconds when the node started.
     pub started_at: i64,
     pub sampler: Arc<Sampler>,
+    /// Where the node keeps blob bytes (removing a blob deletes them).
+    pub blobs: meshrelay_blobs::BlobStorage,
     token_hash: [u8; 32],
     sessions: moka::sync::Cache<String, Arc<dashboard::Session>>,
     /// CSRF tokens of login forms not yet submitted.
@@ -81,6 +85,7 @@ impl AdminContext {
         node: String,
         public_url: String,
         token: &str,
+        blobs: meshrelay_blobs::BlobStorage,
     ) -> Self {
         let sampler = Arc::new(Sampler::new(store.clone(), federation.clone()));
         Self {
@@ -93,6 +98,7 @@ impl AdminContext {
             public_url,
             started_at: unix_now(),
             sampler,
+            blobs,
             token_hash: Sha256::digest(token.as_bytes()).into(),
             sessions: moka::sync::Cache::builder()
                 .max_capacity(1000)

@@ -151,6 +151,20 @@ pub struct Stats {
     pub outbox: OutboxStats,
     /// Outbox items given up on (all peers).
     pub dead_letters: i64,
+    pub blobs: BlobStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BlobStats {
+    /// `fs` or `s3`.
+    pub storage: String,
+    /// Blobs held, and their bytes.
+    pub count: i64,
+    pub bytes: i64,
+    /// Blobs an operator removed (kept as tombstones).
+    pub removed: i64,
+    /// Blobs waiting to be fetched from peers.
+    pub mirror_pending: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -248,6 +262,16 @@ pub async fn gather(ctx: &AdminContext) -> AdminResult<Stats> {
                 .collect(),
         },
         dead_letters: dead,
+        blobs: {
+            let t = store.blob_totals().await?;
+            BlobStats {
+                storage: ctx.blobs.kind().to_string(),
+                count: t.count,
+                bytes: t.bytes,
+                removed: t.removed,
+                mirror_pending: t.fetches_pending,
+            }
+        },
     })
 }
 

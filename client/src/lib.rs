@@ -10,14 +10,17 @@
 //! - [`audit`]: the check of an author's log across relays against that
 //!   store: invalid entries, forks, omissions, withheld payloads, rollbacks.
 //!
-//! Blobs (PROTOCOL.md 4.3) are not in this library yet: the node does not
-//! serve them.
+//! - Blobs (PROTOCOL.md 4.3): [`RelayClient::put_blob`] signs an upload
+//!   with any client key; [`RelayClient::get_blob`] checks the bytes against
+//!   their name.
 
 pub mod audit;
+pub mod blobs;
 pub mod receipts;
 pub mod relay;
 
 pub use audit::{audit, Finding, HeadSeen, Kind, RelayLog};
+pub use blobs::{blob_name, StoredBlob};
 pub use receipts::{Evidence, KeptReceipt, ReceiptStore};
 pub use relay::{Event, LogEntry, Page, Published, RelayClient};
 

@@ -404,11 +404,15 @@ impl RelayClient {
         }
     }
 
-    fn transport(&self, what: &str, e: reqwest::Error) -> Error {
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn transport(&self, what: &str, e: reqwest::Error) -> Error {
         Error::Transport(format!("{} ({what}): {e}", self.base))
     }
 
-    fn bad(&self, what: String) -> Error {
+    pub(crate) fn bad(&self, what: String) -> Error {
         Error::BadAnswer(format!("{}: {what}", self.base))
     }
 }
@@ -489,7 +493,7 @@ fn query_params(f: &Filter) -> Vec<(String, String)> {
 }
 
 /// An error answer as `Error::Refused`.
-async fn refused(resp: reqwest::Response) -> Error {
+pub(crate) async fn refused(resp: reqwest::Response) -> Error {
     let status = resp.status().as_u16();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     Error::Refused {

@@ -234,6 +234,17 @@ impl Outbound {
         Ok((status, read_capped(resp, MAX_ANSWER_BYTES).await?))
     }
 
+    /// GET `url` (checked like every peer URL), for a caller that streams
+    /// the answer itself within `timeout` (a mirrored blob, PROTOCOL.md 4.3).
+    pub async fn get_stream(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, FetchError> {
+        let parsed = self.check_url(url)?;
+        Ok(self.http.get(parsed).timeout(timeout).send().await?)
+    }
+
     pub fn allows_private(&self) -> bool {
         self.allow_private
     }

@@ -132,6 +132,32 @@ impl Federation {
             .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))
     }
 
+    /// A client's signed request whose body streams in after this check (a
+    /// blob upload, PROTOCOL.md 4.3 and 6): the signer's key and the body's
+    /// claimed SHA-256, which the caller compares with what it reads. The
+    /// nonce is remembered now: any client key may sign, and each nonce
+    /// costs the bounded replay cache one entry.
+    pub fn verify_client_streamed(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Result<(meshrelay_protocol::PublicKey, [u8; 32]), Refused> {
+        let target = format!("{}{path_and_query}", self.config.public_url);
+        let msg = Message {
+            method,
+            target_uri: &target,
+            headers,
+        };
+        let now = meshrelay_protocol::clock::now_secs();
+        let (verified, digest) = self
+            .verifier
+            .check_streamed(&msg, now)
+            .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))?;
+        self.remember(&verified)?;
+        Ok((verified.key, digest))
+    }
+
     /// Remember a verified request's nonce; a replay is refused.
     fn remember(&self, verified: &Verified) -> Result<(), Refused> {
         self.verifier

@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 
 pub mod client;
 mod delivery;
-pub mod httpsig;
+/// RFC 9421 signatures (PROTOCOL.md 6), from their own crate, which clients share.
+pub use meshrelay_httpsig as httpsig;
 pub mod inbound;
 pub mod ingest;
 pub mod limits;

@@ -67,14 +67,30 @@ impl Application {
             node_key.clone(),
             shutdown.clone(),
         );
-        let (writer, writer_task) = Writer::spawn(store.clone(), WriterConfig::default());
+        let blob_storage =
+            meshrelay_blobs::BlobStorage::open(&settings.blob_store, &settings.data_dir)
+                .await
+                .with_context(|| format!("opening blob_store {}", settings.blob_store))?;
+        let (writer, writer_task) = Writer::spawn(
+            store.clone(),
+            WriterConfig {
+                mirror_blobs: settings.blobs.mirror,
+                ..WriterConfig::default()
+            },
+        );
         let checkpointer = {
             let stop = CancellationToken::new();
             store
                 .spawn_checkpointer(stop.clone().cancelled_owned())
                 .map(|task| (stop, task))
         };
-        let state = new_state(settings, store, node_key, federation, writer, shutdown);
+        let blobs = Arc::new(crate::blobs::BlobService::new(
+            blob_storage.clone(),
+            settings.blobs.clone(),
+        ));
+        let state = new_state(
+            settings, store, node_key, federation, writer, shutdown, blobs,
+        );
         let scheduler = Arc::new(crate::jobs::build_scheduler(&state)?);
         let (router, _api) = crate::http::router(state.clone());
         let admin = meshrelay_admin_api::AdminContext::new(
@@ -86,6 +102,7 @@ impl Application {
             state.node_hex(),
             state.settings.public_url().to_string(),
             &admin_token,
+            blob_storage,
         );
         Ok(Self {
             listener,
@@ -159,6 +176,11 @@ impl Application {
         if let Err(e) = state.federation.start().await {
             tracing::error!(error = ?e, "starting federation failed");
         }
+        let mirror = state
+            .settings
+            .blobs
+            .mirror
+            .then(|| crate::blobs::mirror::spawn(state.clone()));
         crate::http::serve::serve(
             self.listener,
             self.router,
@@ -175,6 +197,9 @@ impl Application {
             Err(e) => tracing::error!(error = %e, "the admin listener panicked"),
         }
         let _ = sampler.await;
+        if let Some(mirror) = mirror {
+            let _ = mirror.await;
+        }
         state.federation.stop().await;
         if tokio::time::timeout(Duration::from_secs(30), scheduler_task)
             .await
@@ -209,6 +234,7 @@ fn new_state(
     federation: Arc<meshrelay_federation::Federation>,
     writer: Writer,
     shutdown: CancellationToken,
+    blobs: Arc<crate::blobs::BlobService>,
 ) -> AppState {
     let metrics = Arc::new(Metrics::new(federation.metrics()));
     let limits = Arc::new(crate::limits::RateLimits::new(
@@ -232,6 +258,7 @@ fn new_state(
         ws_tasks: TaskTracker::new(),
         page_builds: Arc::new(tokio::sync::Semaphore::new(crate::state::PAGE_BUILDS)),
         federation,
+        blobs,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The node's scheduled jobs: `poll` (peers' preferences, PROTOCOL.md 5.3),
 //! `sync` (anti-entropy with each active peer, 5.5),
-//! `prune` (retention, purging deleted payloads) and `optimize` (planner
-//! statistics).
+//! `prune` (retention, purging deleted payloads), `optimize` (planner
+//! statistics) and `blob_gc` (unreferenced blobs, PROTOCOL.md 4.3).
 
 use std::sync::Arc;
 
@@ -62,6 +62,13 @@ pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
         "optimize_schedule",
         &settings.jobs.optimize_schedule,
         optimize,
+    )?;
+
+    scheduler.add(
+        "blob_gc",
+        "blob_gc_schedule",
+        &settings.blobs.gc_schedule,
+        crate::blobs::gc::job(store.clone(), state.blobs.clone()),
     )?;
 
     let known = scheduler.job_names();

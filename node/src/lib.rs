@@ -2,6 +2,7 @@
 //! fan-out, the CLI, and the wiring of the crates below it.
 
 pub mod app;
+pub mod blobs;
 pub mod cli;
 pub mod data_dir;
 pub mod error;

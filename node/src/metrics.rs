@@ -27,6 +27,17 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Seconds from receiving a payload to its commit being acknowledged.
     pub ingest_seconds: Histogram,
+    /// Blobs uploaded (new ones) and served.
+    pub blob_uploads: Counter,
+    pub blob_downloads: Counter,
+    /// Blobs fetched from peers, and failed fetch attempts.
+    pub blob_mirrored: Counter,
+    pub blob_mirror_failures: Counter,
+    /// Blobs held, their bytes, and fetches queued; set from the database
+    /// at each scrape.
+    pub blobs_stored: Gauge,
+    pub blob_bytes: Gauge,
+    pub blob_fetches_pending: Gauge,
 }
 
 impl Metrics {
@@ -43,6 +54,13 @@ impl Metrics {
             signals_relayed: Counter::default(),
             connections_refused: Counter::default(),
             ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            blob_uploads: Counter::default(),
+            blob_downloads: Counter::default(),
+            blob_mirrored: Counter::default(),
+            blob_mirror_failures: Counter::default(),
+            blobs_stored: Gauge::default(),
+            blob_bytes: Gauge::default(),
+            blob_fetches_pending: Gauge::default(),
         };
         sync.register(&mut registry);
         registry.register(
@@ -84,6 +102,37 @@ impl Metrics {
             "ingest_duration_seconds",
             "Time from receiving a payload to acknowledging it (check + durable commit)",
             m.ingest_seconds.clone(),
+        );
+        registry.register(
+            "blob_uploads",
+            "Blobs uploaded by clients (new ones)",
+            m.blob_uploads.clone(),
+        );
+        registry.register(
+            "blob_downloads",
+            "Blob GETs answered with bytes",
+            m.blob_downloads.clone(),
+        );
+        registry.register(
+            "blobs_mirrored",
+            "Blobs fetched from peers",
+            m.blob_mirrored.clone(),
+        );
+        registry.register(
+            "blob_mirror_failures",
+            "Failed attempts to fetch a blob from a peer",
+            m.blob_mirror_failures.clone(),
+        );
+        registry.register("blobs_stored", "Blobs held", m.blobs_stored.clone());
+        registry.register(
+            "blob_stored_bytes",
+            "Bytes of the blobs held",
+            m.blob_bytes.clone(),
+        );
+        registry.register(
+            "blob_fetches_pending",
+            "Blobs waiting to be fetched from peers",
+            m.blob_fetches_pending.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -38,6 +38,8 @@ pub struct AppState {
     /// `max_response_bytes` of rows and its encoding: the permits bound
     /// what concurrent large reads hold, whatever the connection count.
     pub page_builds: Arc<tokio::sync::Semaphore>,
+    /// Blob storage, bounds and transfer permits (PROTOCOL.md 4.3).
+    pub blobs: Arc<crate::blobs::BlobService>,
 }
 
 /// Query and log pages built at once (`AppState::page_builds`).

@@ -24,11 +24,13 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// A community's policy refuses this author (PROTOCOL.md 9.4).
     Forbidden,
+    /// An uploader's blobs would pass `blob_quota_bytes` (PROTOCOL.md 4.3).
+    QuotaExceeded,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidId,
@@ -46,6 +48,7 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::TooManySubscriptions,
         ErrorCode::Forbidden,
+        ErrorCode::QuotaExceeded,
         ErrorCode::Internal,
     ];
 
@@ -68,6 +71,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Internal => "internal",
         }
     }
@@ -77,7 +81,10 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::TooManySubscriptions => 400,
             ErrorCode::AuthRequired | ErrorCode::AuthFailed | ErrorCode::UnknownPeer => 401,
-            ErrorCode::Blocked | ErrorCode::PeerPending | ErrorCode::Forbidden => 403,
+            ErrorCode::Blocked
+            | ErrorCode::PeerPending
+            | ErrorCode::Forbidden
+            | ErrorCode::QuotaExceeded => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::KeyChanged => 409,
             ErrorCode::TooLarge => 413,

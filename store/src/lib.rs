@@ -10,6 +10,7 @@ use sqlx::sqlite::{
 };
 
 pub mod admin;
+pub mod blobs;
 pub mod communities;
 pub use meshrelay_protocol::clock;
 pub mod federation;
@@ -19,6 +20,7 @@ pub mod states;
 pub mod writer;
 
 pub use admin::{AuditEntry, OutboxDepth, StatsSample};
+pub use blobs::{BlobFetch, BlobInsert, BlobRecord, BlobTotals};
 pub use communities::CommunitySummary;
 pub use federation::{OutboxItem, Peer};
 pub use jobs::{JobRun, Pruned};

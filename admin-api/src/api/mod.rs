@@ -27,6 +27,7 @@ use crate::{unix_now, Actor, AdminContext, AdminError, AdminResult};
 
 mod audit;
 mod authors;
+mod blobs;
 pub(crate) mod communities;
 mod deliveries;
 mod jobs;
@@ -37,6 +38,7 @@ pub mod sync;
 
 pub use audit::{audit_views, AuditLog, AuditQuery, AuditView};
 pub use authors::{AuthorBlock, BlockedAuthor, BlockedAuthors};
+pub use blobs::{BlobList, BlobQuery, BlobView, RemovedBlob};
 pub use deliveries::{Deliveries, Delivery, DeliveryQuery, Retried, RetryRequest};
 pub use jobs::{job_views, JobList, JobStarted, JobView};
 pub use payloads::HiddenPayload;
@@ -78,6 +80,8 @@ pub fn router(ctx: AdminContext) -> axum::Router {
         .routes(routes!(authors::blocked_authors))
         .routes(routes!(authors::block_author, authors::unblock_author))
         .routes(routes!(payloads::hide_payload))
+        .routes(routes!(blobs::list_blobs))
+        .routes(routes!(blobs::remove_blob))
         .routes(routes!(communities::list_communities))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::retry_deliveries))

@@ -12,7 +12,7 @@ use meshrelay_client::{Error as ClientError, Event, KeptReceipt, ReceiptStore, R
 use meshrelay_protocol::payload::Draft;
 use meshrelay_protocol::{Filter, Payload};
 
-const DEFAULT_RELAY: &str = "http://127.0.0.1:7700";
+pub(crate) const DEFAULT_RELAY: &str = "http://127.0.0.1:7700";
 
 /// Filter options shared by `query` and `subscribe`.
 #[derive(Debug, Args, Default)]

@@ -12,6 +12,7 @@ use crate::settings::Settings;
 
 mod admin;
 mod audit;
+mod blob;
 mod client;
 mod community;
 mod sync;
@@ -60,6 +61,8 @@ pub enum Command {
     /// receipts kept: invalid entries, forks, omissions, withheld payloads,
     /// rollbacks. Exit 0 clean, 1 with findings, 2 when it could not run.
     Audit(audit::AuditArgs),
+    /// Upload or download a blob (PROTOCOL.md 4.3): put, get.
+    Blob(blob::BlobArgs),
     /// Govern a community (PROTOCOL.md 9): create, show, grant, ban, unban,
     /// policy, invite, join, moderate.
     Community(community::CommunityArgs),
@@ -111,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subscribe(args) => client::subscribe(args).await,
         Command::Query(args) => client::query(args).await,
         Command::Audit(args) => audit::audit(args).await,
+        Command::Blob(args) => blob::run(args).await,
         Command::Community(args) => community::run(args).await,
         Command::Sync(args) => sync::sync(args).await,
         Command::Admin(args) => admin::run(args).await,

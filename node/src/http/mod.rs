@@ -72,9 +72,20 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             meshrelay_federation::limits::MAX_BODY_BYTES,
         ))
         .split_for_parts();
+    // Blob bodies stream through their own bounds (max_blob_bytes, checked
+    // as they arrive), not the payload-sized body limit.
+    let (blob_router, blob_api) = OpenApiRouter::new()
+        .routes(routes!(
+            crate::blobs::http::put_blob,
+            crate::blobs::http::get_blob,
+            crate::blobs::http::head_blob
+        ))
+        .layer(DefaultBodyLimit::disable())
+        .split_for_parts();
     let mut api = api;
     api.merge(fed_api);
-    let router = router.merge(fed_router);
+    api.merge(blob_api);
+    let router = router.merge(fed_router).merge(blob_router);
     let api_json = api.clone();
     let router = router
         .route(
@@ -90,6 +101,12 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         // Reading a body at a byte a second holds a task: at most request_timeout_secs.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             std::time::Duration::from_secs(state.settings.connections.request_timeout_secs),
+        ))
+        // PROTOCOL.md 4.3: every answer, a blob's above all, is taken for
+        // the type it names, never sniffed.
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
         ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(meshrelay_protocol::ErrorCode::Internal, "internal error").into_response()

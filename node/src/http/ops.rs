@@ -31,6 +31,8 @@ pub fn limits_json(state: &AppState) -> Value {
         "max_connections_per_ip": s.connections.max_connections_per_ip,
         "publish_rate": s.limits.publish_rate,
         "publish_burst": s.limits.publish_burst,
+        "max_blob_bytes": s.blobs.max_blob_bytes,
+        "blob_quota_bytes": s.blobs.quota_bytes,
     })
 }
 
@@ -83,6 +85,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.store.blob_totals().await {
+        Ok(t) => {
+            state.metrics.blobs_stored.set(t.count);
+            state.metrics.blob_bytes.set(t.bytes);
+            state.metrics.blob_fetches_pending.set(t.fetches_pending);
+        }
+        Err(e) => {
+            tracing::warn!(error = %meshrelay_protocol::error::cause_chain(&e), "reading blob totals for /metrics failed")
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

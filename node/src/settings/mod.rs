@@ -58,6 +58,11 @@ struct Raw {
     admin_token: Option<String>,
     log_format: LogFormat,
     blob_store: String,
+    max_blob_bytes: u64,
+    blob_quota_bytes: u64,
+    blob_gc_schedule: String,
+    blob_grace_secs: u64,
+    mirror_blobs: bool,
     // federation
     seed_peers: Option<ListSetting>,
     subscribe: String,
@@ -114,6 +119,11 @@ impl Default for Raw {
             admin_token: None,
             log_format: LogFormat::Text,
             blob_store: "fs".into(),
+            max_blob_bytes: 16 * 1024 * 1024,
+            blob_quota_bytes: 256 * 1024 * 1024,
+            blob_gc_schedule: "0 15 * * * *".into(),
+            blob_grace_secs: 86_400,
+            mirror_blobs: true,
             seed_peers: None,
             subscribe: "all".into(),
             require_peer_approval: false,
@@ -184,6 +194,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub blob_store: String,
+    /// Blob bounds, garbage collection and mirroring (PROTOCOL.md 4.3).
+    pub blobs: Blobs,
     /// Peers, forwarding, polling and sync (`public_url` lives here: it is
     /// what peers reach and what signatures are checked against).
     pub federation: meshrelay_federation::Config,
@@ -233,6 +245,21 @@ pub struct Connections {
     pub max_connections_per_ip: usize,
     /// Reading a request's head, and its body, each at most this long.
     pub request_timeout_secs: u64,
+}
+
+/// Blobs (PROTOCOL.md 4.3, 10).
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    /// One blob; larger uploads are `too_large` (413).
+    pub max_blob_bytes: u64,
+    /// All blobs of one uploader.
+    pub quota_bytes: u64,
+    /// When `blob_gc` deletes unreferenced blobs.
+    pub gc_schedule: String,
+    /// How long a blob is kept before `blob_gc` may delete it unreferenced.
+    pub grace_secs: u64,
+    /// Fetch the blobs peers' payloads name from those peers.
+    pub mirror: bool,
 }
 
 /// The scheduled jobs' settings.
@@ -347,6 +374,7 @@ impl Jobs {
             ("sync_schedule", &jobs.sync_schedule),
             ("prune_schedule", &jobs.prune_schedule),
             ("optimize_schedule", &jobs.optimize_schedule),
+            ("blob_gc_schedule", &raw.blob_gc_schedule),
         ] {
             meshrelay_scheduler::parse_schedule(name, value)?;
         }
@@ -433,6 +461,19 @@ impl Settings {
             request_timeout_secs: raw.request_timeout_secs.max(1),
         };
         let federation = resolve_federation(&raw)?;
+        if !(raw.blob_store == "fs" || raw.blob_store.starts_with("s3://")) {
+            bail!(
+                "setting blob_store: {:?} is neither fs nor s3://bucket[/prefix]",
+                raw.blob_store
+            );
+        }
+        let blobs = Blobs {
+            max_blob_bytes: raw.max_blob_bytes.max(1),
+            quota_bytes: raw.blob_quota_bytes,
+            gc_schedule: raw.blob_gc_schedule.clone(),
+            grace_secs: raw.blob_grace_secs,
+            mirror: raw.mirror_blobs,
+        };
         Ok(Settings {
             public_url_explicit: raw.public_url.is_some(),
             listen: raw.listen,
@@ -442,6 +483,7 @@ impl Settings {
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
             log_format: raw.log_format,
             blob_store: raw.blob_store,
+            blobs,
             federation,
             limits,
             connections,

@@ -130,6 +130,17 @@ fn every_flat_setting_works_as_a_key_and_as_a_variable() {
         ("blob_store", "\"s3://bucket\"", "s3://bucket", |s| {
             s.blob_store == "s3://bucket"
         }),
+        ("max_blob_bytes", "1000", "1000", |s| {
+            s.blobs.max_blob_bytes == 1000
+        }),
+        ("blob_quota_bytes", "5000", "5000", |s| {
+            s.blobs.quota_bytes == 5000
+        }),
+        ("blob_gc_schedule", "\"0 0 1 * * *\"", "0 0 1 * * *", |s| {
+            s.blobs.gc_schedule == "0 0 1 * * *"
+        }),
+        ("blob_grace_secs", "60", "60", |s| s.blobs.grace_secs == 60),
+        ("mirror_blobs", "false", "false", |s| !s.blobs.mirror),
         ("max_content_bytes", "1000", "1000", |s| {
             s.limits.payload.max_content_bytes == 1000
         }),

@@ -95,7 +95,7 @@ fn routes() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-async fn admin_call(
+pub(crate) async fn admin_call(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -118,7 +118,12 @@ async fn admin_call(
 }
 
 /// An admin call with the right token.
-async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn admin(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let auth = format!("Bearer {}", app.admin_token);
     let (s, v, _) = admin_call(app, method, path, Some(&auth), body).await;
     (s, v)
@@ -192,7 +197,7 @@ async fn a_configured_token_replaces_the_generated_one() {
 }
 
 /// Wait until `check` holds, for at most 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod blobs;
 mod bounds;
 #[path = "../common/mod.rs"]
 mod common;

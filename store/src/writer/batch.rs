@@ -41,6 +41,7 @@ pub(super) async fn commit(
     store: &Store,
     batch: &[Job],
     cache: &mut Cache,
+    mirror_blobs: bool,
 ) -> Result<Vec<WriteOutcome>> {
     let Plan { first, authors } = plan(batch.iter().map(|j| &*j.payload));
     // Every submission not stored below is a duplicate: of an earlier one in
@@ -102,6 +103,16 @@ pub(super) async fn commit(
             })
             .collect();
         Steps::queue_forwards(&mut tx, &forwards, now).await?;
+        // PROTOCOL.md 4.3: blobs a peer's payload names are fetched from that
+        // peer; queued with the payload, so a crash cannot lose the fetch.
+        let fetches = if mirror_blobs {
+            blob_fetch_rows(candidates.iter().filter(|j| {
+                inserted.contains_key(&j.payload.id) && !hidden.contains(&j.payload.id)
+            }))
+        } else {
+            Vec::new()
+        };
+        Steps::queue_blob_fetches(&mut tx, &fetches, now).await?;
         // When each duplicate was first stored: by this batch, before it, or
         // (for a purged one) as its tombstone says.
         let mut first_stored: HashMap<String, Option<i64>> = candidates
@@ -244,6 +255,37 @@ fn tag_rows<'p>(
         .collect()
 }
 
+/// Blobs one payload may have fetched for it: a peer cannot make one payload
+/// queue thousands of fetches.
+pub(crate) const MAX_BLOB_FETCHES_PER_PAYLOAD: usize = 16;
+
+/// `(sha256, peer)` of the blobs named by `["b", <sha256>]` tags of payloads
+/// that came from a peer, at most `MAX_BLOB_FETCHES_PER_PAYLOAD` each.
+fn blob_fetch_rows<'j>(jobs: impl Iterator<Item = &'j &'j Job>) -> Vec<(&'j str, &'j str)> {
+    let mut rows = Vec::new();
+    for job in jobs {
+        let Some(peer) = job.source.as_deref() else {
+            continue;
+        };
+        let mut names: Vec<&str> = job
+            .payload
+            .tags
+            .iter()
+            .filter_map(|t| match t.as_slice() {
+                [name, value, ..] if name == "b" && meshrelay_protocol::hexfmt::is_hex32(value) => {
+                    Some(value.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(MAX_BLOB_FETCHES_PER_PAYLOAD);
+        rows.extend(names.into_iter().map(|sha| (sha, peer)));
+    }
+    rows
+}
+
 /// `(target, author, delete id)` of every `e` tag of the deletes among `stored`.
 fn deletion_rows<'p>(stored: &[&'p Payload]) -> Vec<(&'p str, &'p str, &'p str)> {
     stored
@@ -315,6 +357,13 @@ trait Steps: sqlx::Database + Sized {
         ids: &'a [&str],
         now_ms: i64,
     ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
+
+    /// Queue `(sha256, peer)` blob fetches, due now; those queued already stay.
+    fn queue_blob_fetches<'a>(
+        tx: &'a mut Transaction<'static, Self>,
+        rows: &'a [(&str, &str)],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
 
     /// Queue `(peer, payload id, hops)` in the outbox, due now.
     fn queue_forwards<'a>(
@@ -484,6 +533,28 @@ macro_rules! impl_steps {
                     hidden.extend(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?);
                 }
                 Ok(hidden)
+            }
+
+            async fn queue_blob_fetches(
+                tx: &mut Transaction<'static, Self>,
+                rows: &[(&str, &str)],
+                now_ms: i64,
+            ) -> Result<()> {
+                for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::new(
+                        "INSERT INTO blob_fetches (sha256, peer, attempts, next_at, created_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, (sha, peer)| {
+                        b.push_bind(sha.to_string())
+                            .push_bind(peer.to_string())
+                            .push_bind(0_i64)
+                            .push_bind(now_ms)
+                            .push_bind(now_ms);
+                    });
+                    qb.push(" ON CONFLICT (sha256, peer) DO NOTHING");
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
             }
 
             async fn queue_forwards(

@@ -35,6 +35,8 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Submissions waiting for the writer before callers wait too.
     pub queue: usize,
+    /// Queue a fetch of each blob a peer's payload names (`mirror_blobs`).
+    pub mirror_blobs: bool,
 }
 
 impl Default for WriterConfig {
@@ -42,6 +44,7 @@ impl Default for WriterConfig {
         Self {
             max_batch: 1000,
             queue: 16384,
+            mirror_blobs: true,
         }
     }
 }
@@ -78,6 +81,7 @@ impl Writer {
         let (done_tx, done_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let max_batch = config.max_batch.max(1);
+        let mirror_blobs = config.mirror_blobs;
         std::thread::Builder::new()
             .name("meshrelay-writer".into())
             .spawn(move || {
@@ -92,7 +96,7 @@ impl Writer {
                     // another runtime and fail ("being shutdown") once this
                     // one has stopped, and would stall while this thread is busy.
                     let own = store.for_this_runtime(WRITER_CONNECTIONS);
-                    run(own.clone(), rx, stop_rx, max_batch).await;
+                    run(own.clone(), rx, stop_rx, max_batch, mirror_blobs).await;
                     if own.backend() == crate::Backend::Postgres {
                         own.close().await;
                     }
@@ -168,6 +172,7 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     stop: oneshot::Receiver<()>,
     max_batch: usize,
+    mirror_blobs: bool,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut communities = community::Cache::new();
@@ -192,7 +197,7 @@ async fn run(
             break;
         }
         let started = std::time::Instant::now();
-        let result = batch::commit(&store, &batch, &mut communities).await;
+        let result = batch::commit(&store, &batch, &mut communities, mirror_blobs).await;
         tracing::debug!(
             size = batch.len(),
             ms = started.elapsed().as_secs_f64() * 1e3,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use http::HeaderMap;
-use meshrelay_federation::httpsig::{self, Message, Verifier};
+use meshrelay_httpsig::{self as httpsig, Message, Verifier};
 use meshrelay_protocol::{NodeKey, PublicKey};
 use serde_json::Value;
 

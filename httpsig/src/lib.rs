@@ -328,6 +328,35 @@ impl Verifier {
         body: Option<&[u8]>,
         now: i64,
     ) -> Result<Verified, Refusal> {
+        if let Some(body) = body {
+            let digest = header_str(msg.headers, "content-digest")?;
+            if !digest_matches(digest, body)? {
+                return refuse("Content-Digest does not match the body");
+            }
+        }
+        self.check_with_body(msg, body.is_some(), now)
+    }
+
+    /// Check a request whose body is still to be read (a blob streams in):
+    /// everything but the digest's match with the body, which the caller
+    /// checks once it has read it against the returned `sha-256` digest.
+    /// The request must have a body: `content-digest` and `content-type`
+    /// are required in the covered components.
+    pub fn check_streamed(
+        &self,
+        msg: &Message<'_>,
+        now: i64,
+    ) -> Result<(Verified, [u8; 32]), Refusal> {
+        let digest = claimed_sha256(header_str(msg.headers, "content-digest")?)?;
+        Ok((self.check_with_body(msg, true, now)?, digest))
+    }
+
+    fn check_with_body(
+        &self,
+        msg: &Message<'_>,
+        has_body: bool,
+        now: i64,
+    ) -> Result<Verified, Refusal> {
         let parsed = parse_signature(msg.headers)?;
         let int = |name: &str| match parsed.params.get(name) {
             Some(BareItem::Integer(i)) => Ok(i64::from(*i)),
@@ -360,12 +389,8 @@ impl Verifier {
             return refuse("nonce must be 1-128 characters");
         }
         let mut required = vec!["@method", "@target-uri"];
-        if let Some(body) = body {
+        if has_body {
             required.extend(["content-digest", "content-type"]);
-            let digest = header_str(msg.headers, "content-digest")?;
-            if !digest_matches(digest, body)? {
-                return refuse("Content-Digest does not match the body");
-            }
         }
         for r in required {
             if !parsed.components.iter().any(|c| c == r) {
@@ -380,6 +405,23 @@ impl Verifier {
             key,
             nonce_key: format!("{keyid}:{nonce}"),
         })
+    }
+}
+
+/// The `sha-256` member of a `Content-Digest`.
+fn claimed_sha256(header: &str) -> Result<[u8; 32], Refusal> {
+    let dict: sfv::Dictionary = Parser::new(header)
+        .parse()
+        .map_err(|e| Refusal(format!("Content-Digest does not parse: {e}")))?;
+    match dict.get("sha-256") {
+        Some(ListEntry::Item(Item {
+            bare_item: BareItem::ByteSequence(d),
+            ..
+        })) => d
+            .as_slice()
+            .try_into()
+            .map_err(|_| Refusal("a sha-256 Content-Digest is 32 bytes".into())),
+        _ => refuse("Content-Digest needs a sha-256 member"),
     }
 }
 
