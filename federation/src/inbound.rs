@@ -135,8 +135,8 @@ impl Federation {
     /// A client's signed request whose body streams in after this check (a
     /// blob upload, PROTOCOL.md 4.3 and 6): the signer's key and the body's
     /// claimed SHA-256, which the caller compares with what it reads. The
-    /// nonce is remembered now: any client key may sign, and each nonce
-    /// costs the bounded replay cache one entry.
+    /// nonce is remembered now, in a cache of its own (`client_verifier`):
+    /// any key may sign, and those entries never displace peers' nonces.
     pub fn verify_client_streamed(
         &self,
         method: &str,
@@ -151,10 +151,12 @@ impl Federation {
         };
         let now = meshrelay_protocol::clock::now_secs();
         let (verified, digest) = self
-            .verifier
+            .client_verifier
             .check_streamed(&msg, now)
             .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))?;
-        self.remember(&verified)?;
+        self.client_verifier
+            .remember(&verified)
+            .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))?;
         Ok((verified.key, digest))
     }
 

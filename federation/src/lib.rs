@@ -94,6 +94,10 @@ pub struct Federation {
     client: PeerClient,
     /// Checks peers' request signatures and remembers their nonces.
     verifier: Verifier,
+    /// Nonces of clients' signed requests (blob uploads), apart from peers':
+    /// any key may sign those, so a flood of them must not evict a peer's
+    /// nonce from the cache and make its request replayable.
+    client_verifier: Verifier,
     /// Answers peers' sync rounds.
     sync: sync::Responder,
     metrics: metrics::SyncMetrics,
@@ -135,6 +139,7 @@ impl Federation {
             config,
             store,
             verifier: Verifier::default(),
+            client_verifier: Verifier::default(),
             metrics: metrics::SyncMetrics::default(),
             router: RwLock::new(Arc::new(Router::default())),
             wakers: Mutex::new(HashMap::new()),

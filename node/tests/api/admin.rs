@@ -70,6 +70,12 @@ fn routes() -> Vec<(&'static str, String, &'static str)> {
             format!("/admin/v1/payloads/{key}"),
             "/admin/v1/payloads/{id}",
         ),
+        ("GET", "/admin/v1/blobs".into(), "/admin/v1/blobs"),
+        (
+            "DELETE",
+            format!("/admin/v1/blobs/{key}"),
+            "/admin/v1/blobs/{sha256}",
+        ),
         (
             "GET",
             "/admin/v1/deliveries?state=dead".into(),

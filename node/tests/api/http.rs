@@ -408,6 +408,7 @@ async fn the_openapi_document_lists_exactly_what_is_served() {
         "/readyz",
         "/metrics",
         "/.well-known/meshrelay",
+        "/v1/blobs/{sha256}",
     ] {
         assert!(
             paths.contains_key(expected),
@@ -418,6 +419,7 @@ async fn the_openapi_document_lists_exactly_what_is_served() {
     for (path, item) in paths {
         let concrete = path
             .replace("{id}", &"ab".repeat(32))
+            .replace("{sha256}", &"cd".repeat(32))
             .replace("{key}", &key);
         for method in item.as_object().unwrap().keys() {
             let req = match method.as_str() {
@@ -426,6 +428,8 @@ async fn the_openapi_document_lists_exactly_what_is_served() {
                     .client
                     .post(format!("{}{concrete}", app.base))
                     .body("{}"),
+                "put" => app.client.put(format!("{}{concrete}", app.base)).body("{}"),
+                "head" => app.client.head(format!("{}{concrete}", app.base)),
                 other => panic!("unexpected method {other}"),
             };
             let resp = req.send().await.unwrap();
