@@ -47,8 +47,8 @@ impl BlobStorage {
     /// Open the storage a `blob_store` setting names; `fs` keeps files under
     /// `data_dir/blobs`. S3 takes its credentials, region and endpoint from
     /// the usual variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_REGION`, `AWS_ENDPOINT_URL`).
-    pub async fn open(setting: &str, data_dir: &Path) -> Result<Self> {
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`), given as `aws`.
+    pub async fn open(setting: &str, data_dir: &Path, aws: &[(String, String)]) -> Result<Self> {
         if setting == "fs" {
             return Ok(Self::Fs(fs::FsStorage::open(data_dir.join("blobs")).await?));
         }
@@ -60,7 +60,7 @@ impl BlobStorage {
             if bucket.is_empty() {
                 return Err(Error::BadSetting(setting.to_string()));
             }
-            return Ok(Self::S3(s3::S3Storage::open(bucket, prefix)?));
+            return Ok(Self::S3(s3::S3Storage::open(bucket, prefix, aws)?));
         }
         Err(Error::BadSetting(setting.to_string()))
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
 
@@ -36,15 +36,23 @@ impl std::fmt::Debug for S3Storage {
 }
 
 impl S3Storage {
-    pub fn open(bucket: &str, prefix: &str) -> Result<Self> {
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+    /// `aws` are the `AWS_*` variables (as `AmazonS3Builder::from_env`
+    /// reads them, but from the caller's list rather than the process).
+    pub fn open(bucket: &str, prefix: &str, aws: &[(String, String)]) -> Result<Self> {
+        let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+        let var = |name: &str| aws.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        for (name, value) in aws {
+            if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                builder = builder.with_config(key, value);
+            }
+        }
+        if let Some(endpoint) = var("AWS_ENDPOINT_URL") {
             // A custom endpoint (MinIO, s3s, Garage ...) is addressed by path.
             builder = builder
                 .with_allow_http(endpoint.starts_with("http://"))
                 .with_endpoint(endpoint);
         }
-        if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+        if var("AWS_REGION").is_none() && var("AWS_DEFAULT_REGION").is_none() {
             builder = builder.with_region("us-east-1");
         }
         Ok(Self {

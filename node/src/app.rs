@@ -67,10 +67,13 @@ impl Application {
             node_key.clone(),
             shutdown.clone(),
         );
-        let blob_storage =
-            meshrelay_blobs::BlobStorage::open(&settings.blob_store, &settings.data_dir)
-                .await
-                .with_context(|| format!("opening blob_store {}", settings.blob_store))?;
+        let blob_storage = meshrelay_blobs::BlobStorage::open(
+            &settings.blob_store,
+            &settings.data_dir,
+            &settings.aws.0,
+        )
+        .await
+        .with_context(|| format!("opening blob_store {}", settings.blob_store))?;
         let (writer, writer_task) = Writer::spawn(
             store.clone(),
             WriterConfig {

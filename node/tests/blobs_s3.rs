@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Node};
+use common::{free_port, Node, S3Server};
 use meshrelay_client::{blob_name, RelayClient};
 use meshrelay_federation::httpsig;
 use meshrelay_protocol::NodeKey;
@@ -20,88 +19,6 @@ use tokio::io::AsyncWriteExt;
 const BUCKET: &str = "meshrelay";
 const PREFIX: &str = "blobs";
 
-fn s3s_fs() -> PathBuf {
-    if let Ok(p) = std::env::var("MESHRELAY_TEST_S3S_FS") {
-        return PathBuf::from(p);
-    }
-    let cached = dirs_home().join(".cache/meshrelay-tools/bin/s3s-fs");
-    if cached.exists() {
-        return cached;
-    }
-    panic!(
-        "the S3 tests need the s3s-fs server: `cargo install s3s-fs --version 0.14.1 --features binary \
-         --locked --root ~/.cache/meshrelay-tools` (what .ci/run does), or set MESHRELAY_TEST_S3S_FS"
-    );
-}
-
-fn dirs_home() -> PathBuf {
-    PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-}
-
-struct S3 {
-    _child: tokio::process::Child,
-    root: tempfile::TempDir,
-    endpoint: String,
-}
-
-impl S3 {
-    async fn start() -> S3 {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-        let port = free_port();
-        let child = tokio::process::Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--access-key",
-                "meshrelay-test",
-                "--secret-key",
-                "meshrelay-test-secret",
-            ])
-            .arg(root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting s3s-fs");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "s3s-fs did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        S3 {
-            _child: child,
-            root,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// Every object file under the bucket's prefix, relative to it.
-    fn objects(&self) -> Vec<String> {
-        let base = self.root.path().join(BUCKET).join(PREFIX);
-        let mut out = Vec::new();
-        walk(&base, &base, &mut out);
-        out.sort();
-        out
-    }
-}
-
-fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            walk(base, &e.path(), out);
-        } else {
-            out.push(e.path().strip_prefix(base).unwrap().display().to_string());
-        }
-    }
-}
-
 struct Running {
     node: Node,
     admin: String,
@@ -109,24 +26,15 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
-async fn node_on(s3: &S3) -> Running {
+async fn node_on(s3: &S3Server) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let admin_port = free_port();
     let admin_listen = format!("127.0.0.1:{admin_port}");
-    let store = format!("s3://{BUCKET}/{PREFIX}");
-    let node = Node::start(
-        dir.path(),
-        &[
-            ("MESHRELAY_BLOB_STORE", &store),
-            ("MESHRELAY_BLOB_GRACE_SECS", "0"),
-            ("MESHRELAY_ADMIN_LISTEN", &admin_listen),
-            ("AWS_ACCESS_KEY_ID", "meshrelay-test"),
-            ("AWS_SECRET_ACCESS_KEY", "meshrelay-test-secret"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL", &s3.endpoint),
-        ],
-    )
-    .await;
+    let mut vars = s3.vars(PREFIX);
+    vars.push(("MESHRELAY_BLOB_GRACE_SECS".into(), "0".into()));
+    vars.push(("MESHRELAY_ADMIN_LISTEN".into(), admin_listen.clone()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let node = Node::start(dir.path(), &vars).await;
     let token = std::fs::read_to_string(dir.path().join("data/admin.token"))
         .unwrap()
         .trim()
@@ -165,7 +73,7 @@ fn now() -> i64 {
 
 #[tokio::test]
 async fn blobs_on_s3_round_trip_in_parts_and_leave_no_stray_objects() {
-    let s3 = S3::start().await;
+    let s3 = S3Server::start(BUCKET).await;
     let n = node_on(&s3).await;
     let client = RelayClient::new(&n.node.base).unwrap();
     let key = NodeKey::generate();
@@ -179,7 +87,7 @@ async fn blobs_on_s3_round_trip_in_parts_and_leave_no_stray_objects() {
     assert!(stored.created);
     assert_eq!(stored.size, big.len() as u64);
     assert_eq!(
-        s3.objects(),
+        s3.objects(PREFIX),
         vec![sha.clone()],
         "one object, no temporary left"
     );
@@ -236,23 +144,23 @@ async fn blobs_on_s3_round_trip_in_parts_and_leave_no_stray_objects() {
     drop(conn);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(n.node.json(&format!("/v1/blobs/{cut}")).await.0, 404);
-    assert_eq!(s3.objects(), vec![sha.clone()]);
+    assert_eq!(s3.objects(PREFIX), vec![sha.clone()]);
 
     // Removed by the operator: the object goes, re-uploads are refused.
     let (s, v) = n.admin("DELETE", &format!("/admin/v1/blobs/{sha}")).await;
     assert_eq!((s, &v["freed_bytes"]), (200, &Value::from(big.len())));
-    assert!(s3.objects().is_empty());
+    assert!(s3.objects(PREFIX).is_empty());
     assert_eq!(n.node.json(&format!("/v1/blobs/{sha}")).await.0, 404);
 
     // Unreferenced past the grace (0 s): blob_gc deletes the object.
     let loose = b"nobody names me".to_vec();
     client.put_blob(&key, loose.clone()).await.unwrap();
-    assert_eq!(s3.objects(), vec![blob_name(&loose)]);
+    assert_eq!(s3.objects(PREFIX), vec![blob_name(&loose)]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (s, _) = n.admin("POST", "/admin/v1/jobs/blob_gc/run").await;
     assert_eq!(s, 202);
     eventually("blob_gc deletes the object", async || {
-        s3.objects().is_empty()
+        s3.objects(PREFIX).is_empty()
     })
     .await;
     let (_, stats) = n.admin("GET", "/admin/v1/stats").await;

@@ -194,6 +194,9 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub blob_store: String,
+    /// The `AWS_*` variables of the same environment the settings came
+    /// from, for `blob_store = "s3://..."` (credentials, region, endpoint).
+    pub aws: AwsVars,
     /// Blob bounds, garbage collection and mirroring (PROTOCOL.md 4.3).
     pub blobs: Blobs,
     /// Peers, forwarding, polling and sync (`public_url` lives here: it is
@@ -245,6 +248,19 @@ pub struct Connections {
     pub max_connections_per_ip: usize,
     /// Reading a request's head, and its body, each at most this long.
     pub request_timeout_secs: u64,
+}
+
+/// `AWS_*` variables; their values (a secret key among them) never reach
+/// a log through `Debug`.
+#[derive(Clone, Default)]
+pub struct AwsVars(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for AwsVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 /// Blobs (PROTOCOL.md 4.3, 10).
@@ -412,10 +428,15 @@ impl Settings {
         }
         let mut warnings = Vec::new();
         let mut env = config::Map::new();
-        for (k, v) in vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("MESHRELAY_"))
-        {
+        let mut aws = Vec::new();
+        for (k, v) in vars {
+            if k.starts_with("AWS_") {
+                aws.push((k, v));
+                continue;
+            }
+            if !k.starts_with("MESHRELAY_") {
+                continue;
+            }
             let name = k["MESHRELAY_".len()..].to_ascii_lowercase();
             if names.contains(&name.as_str()) {
                 env.insert(k, v);
@@ -435,6 +456,7 @@ impl Settings {
             .context("invalid configuration")?;
         let mut settings = Self::resolve(raw)?;
         settings.warnings = warnings;
+        settings.aws = AwsVars(aws);
         Ok(settings)
     }
 
@@ -484,6 +506,7 @@ impl Settings {
             log_format: raw.log_format,
             blob_store: raw.blob_store,
             blobs,
+            aws: AwsVars::default(),
             federation,
             limits,
             connections,

@@ -13,7 +13,47 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::admin::{admin, eventually};
+use crate::common::S3Server;
 use crate::helpers::{now, spawn_app_with, TestApp};
+
+/// Which storage a test's node keeps its blobs in.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    Fs,
+    S3,
+}
+
+/// A node on one storage, and the S3 server behind it.
+struct Ctx {
+    app: TestApp,
+    s3: Option<S3Server>,
+}
+
+impl Ctx {
+    async fn start(store: Store, vars: &[(&str, &str)]) -> Ctx {
+        let s3 = match store {
+            Store::Fs => None,
+            Store::S3 => Some(S3Server::start("meshrelay").await),
+        };
+        let mut all: Vec<(String, String)> =
+            s3.as_ref().map(|s| s.vars("blobs")).unwrap_or_default();
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Ctx {
+            app: spawn_app_with(&all).await,
+            s3,
+        }
+    }
+
+    /// Everything the storage holds, by name relative to its root (blobs
+    /// by their sharded path or key, temporaries under `tmp/`).
+    fn objects(&self) -> Vec<String> {
+        match &self.s3 {
+            Some(s3) => s3.objects("blobs"),
+            None => crate::common::files_under(&self.app.state.settings.data_dir.join("blobs")),
+        }
+    }
+}
 
 const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
@@ -89,9 +129,9 @@ async fn raw(app: &TestApp, head: String, body: &[u8], then_close: bool) -> Stri
         .to_string()
 }
 
-#[tokio::test]
-async fn an_upload_is_stored_once_and_served_with_its_type_and_cache_headers() {
-    let app = spawn_app_with(&[]).await;
+async fn an_upload_is_stored_once_and_served_with_its_type_and_cache_headers(store: Store) {
+    let ctx = Ctx::start(store, &[]).await;
+    let app = &ctx.app;
     let key = NodeKey::generate();
     let client = RelayClient::new(&app.base).unwrap();
     let stored = client.put_blob(&key, PNG.to_vec()).await.unwrap();
@@ -188,7 +228,7 @@ async fn an_upload_is_stored_once_and_served_with_its_type_and_cache_headers() {
     // Markup is a download; text is text.
     let html = b"<!doctype html><script>alert(1)</script>";
     assert_eq!(
-        put(&app, &key, html).await.1["type"],
+        put(app, &key, html).await.1["type"],
         "application/octet-stream"
     );
     let resp = app.get(&format!("/v1/blobs/{}", blob_name(html))).await;
@@ -198,7 +238,7 @@ async fn an_upload_is_stored_once_and_served_with_its_type_and_cache_headers() {
         .unwrap()
         .starts_with("attachment"));
     let text = b"meeting at noon\n";
-    assert_eq!(put(&app, &key, text).await.1["type"], "text/plain");
+    assert_eq!(put(app, &key, text).await.1["type"], "text/plain");
     let resp = app.get(&format!("/v1/blobs/{}", blob_name(text))).await;
     assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
 
@@ -206,24 +246,34 @@ async fn an_upload_is_stored_once_and_served_with_its_type_and_cache_headers() {
     assert_eq!((s, code(&v)), (404, "not_found"));
     let (s, v) = app.get_json("/v1/blobs/NOT-HEX").await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
+    // A 20 MiB declared body is refused from its head, before it is sent.
+    let head = format!(
+        "PUT /v1/blobs/{sha} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        20 * 1024 * 1024
+    );
+    assert!(raw(app, head, b"", false).await.contains("413"));
     let (_, info) = app.get_json("/v1/info").await;
     assert_eq!(info["limits"]["max_blob_bytes"], 16 * 1024 * 1024);
     assert_eq!(info["limits"]["blob_quota_bytes"], 256 * 1024 * 1024);
 }
 
-#[tokio::test]
-async fn uploads_are_refused_in_the_documented_order_and_keep_nothing() {
-    let app = spawn_app_with(&[
-        ("MESHRELAY_MAX_BLOB_BYTES", "2000"),
-        ("MESHRELAY_BLOB_QUOTA_BYTES", "3000"),
-    ])
+async fn uploads_are_refused_in_the_documented_order_and_keep_nothing(store: Store) {
+    let ctx = Ctx::start(
+        store,
+        &[
+            ("MESHRELAY_MAX_BLOB_BYTES", "2000"),
+            ("MESHRELAY_BLOB_QUOTA_BYTES", "3000"),
+        ],
+    )
     .await;
+    let app = &ctx.app;
     let key = NodeKey::generate();
     let a = vec![1u8; 1500];
     let b = vec![2u8; 1500];
 
     // The name first, then the size from Content-Length, before the signature.
-    let (s, v) = put_signed(&app, &key, "ABC", &a, a.clone()).await;
+    let (s, v) = put_signed(app, &key, "ABC", &a, a.clone()).await;
+    let app = &ctx.app;
     assert_eq!((s, code(&v)), (400, "bad_request"));
     let big = vec![3u8; 2001];
     let (s, v) = app
@@ -241,7 +291,7 @@ async fn uploads_are_refused_in_the_documented_order_and_keep_nothing() {
         "PUT /v1/blobs/{} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\n",
         "a".repeat(64)
     );
-    assert!(raw(&app, head, b"", false).await.contains("413"));
+    assert!(raw(app, head, b"", false).await.contains("413"));
 
     // Unsigned, and signed for another body.
     let resp = app
@@ -253,10 +303,10 @@ async fn uploads_are_refused_in_the_documented_order_and_keep_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(code(&resp.json().await.unwrap()), "auth_failed");
-    let (s, v) = put_signed(&app, &key, &blob_name(&b), &a, b.clone()).await;
+    let (s, v) = put_signed(app, &key, &blob_name(&b), &a, b.clone()).await;
     assert_eq!((s, code(&v)), (401, "auth_failed"), "{v}");
     // Signed and digested right, but the bytes are not the name.
-    let (s, v) = put_signed(&app, &key, &blob_name(&b), &a, a.clone()).await;
+    let (s, v) = put_signed(app, &key, &blob_name(&b), &a, a.clone()).await;
     assert_eq!((s, code(&v)), (422, "invalid_id"), "{v}");
 
     // Chunked (no Content-Length) past the limit: the node stops reading.
@@ -281,11 +331,11 @@ async fn uploads_are_refused_in_the_documented_order_and_keep_nothing() {
 
     // Quota: 1500 + 1500 fills 3000 exactly; one byte more is refused; a
     // held blob costs nothing again.
-    assert_eq!(put(&app, &key, &a).await.0, 201);
-    assert_eq!(put(&app, &key, &b).await.0, 201);
-    let (s, v) = put(&app, &key, &[9u8]).await;
+    assert_eq!(put(app, &key, &a).await.0, 201);
+    assert_eq!(put(app, &key, &b).await.0, 201);
+    let (s, v) = put(app, &key, &[9u8]).await;
     assert_eq!((s, code(&v)), (403, "quota_exceeded"), "{v}");
-    assert_eq!(put(&app, &key, &a).await.0, 200);
+    assert_eq!(put(app, &key, &a).await.0, 200);
     let used = app
         .state
         .store
@@ -297,25 +347,25 @@ async fn uploads_are_refused_in_the_documented_order_and_keep_nothing() {
     // A blocked uploader, and a blob the operator removed.
     let blocked = NodeKey::generate();
     let (s, _) = admin(
-        &app,
+        app,
         "POST",
         &format!("/admin/v1/authors/{}/block", blocked.public_hex()),
         None,
     )
     .await;
     assert_eq!(s, 200);
-    let (s, v) = put(&app, &blocked, b"from a blocked key").await;
+    let (s, v) = put(app, &blocked, b"from a blocked key").await;
     assert_eq!((s, code(&v)), (403, "blocked"));
     let gone = b"removed before it arrived";
     let (s, _) = admin(
-        &app,
+        app,
         "DELETE",
         &format!("/admin/v1/blobs/{}", blob_name(gone)),
         None,
     )
     .await;
     assert_eq!(s, 200);
-    let (s, v) = put(&app, &NodeKey::generate(), gone).await;
+    let (s, v) = put(app, &NodeKey::generate(), gone).await;
     assert_eq!((s, code(&v)), (403, "blocked"));
 
     // Nothing refused was kept: no record, no file, no temporary.
@@ -325,34 +375,14 @@ async fn uploads_are_refused_in_the_documented_order_and_keep_nothing() {
             .await;
         assert_eq!(s, 404);
     }
-    let dir = app.state.settings.data_dir.join("blobs");
-    let files = files_under(&dir);
+    let files = ctx.objects();
     assert_eq!(files.len(), 2, "the two stored blobs only: {files:?}");
-    assert!(
-        files.iter().all(|f| !f.contains("/blobs/tmp/")),
-        "{files:?}"
-    );
+    assert!(files.iter().all(|f| !f.starts_with("tmp/")), "{files:?}");
 }
 
-fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-    }
-    out
-}
-
-#[tokio::test]
-async fn an_interrupted_upload_leaves_no_file_behind() {
-    let app = spawn_app_with(&[]).await;
+async fn an_interrupted_upload_leaves_no_file_behind(store: Store) {
+    let ctx = Ctx::start(store, &[]).await;
+    let app = &ctx.app;
     let key = NodeKey::generate();
     let bytes = vec![7u8; 200_000];
     let sha = blob_name(&bytes);
@@ -369,30 +399,26 @@ async fn an_interrupted_upload_leaves_no_file_behind() {
     }
     head.push_str("\r\n");
     // Half the body, then the client goes away.
-    raw(&app, head, &bytes[..100_000], true).await;
-    let tmp = app.state.settings.data_dir.join("blobs").join("tmp");
-    eventually("the temporary file is removed", || async {
-        std::fs::read_dir(&tmp).unwrap().count() == 0
+    raw(app, head, &bytes[..100_000], true).await;
+    eventually("the temporary object is removed", || async {
+        ctx.objects().is_empty()
     })
     .await;
     assert_eq!(app.get_json(&format!("/v1/blobs/{sha}")).await.0, 404);
     assert!(app.state.store.blob(&sha).await.unwrap().is_none());
-    assert_eq!(
-        files_under(&app.state.settings.data_dir.join("blobs")).len(),
-        0
-    );
+    assert_eq!(ctx.objects().len(), 0);
 }
 
-#[tokio::test]
-async fn admin_lists_blobs_with_references_and_removes_one_for_good() {
-    let app = spawn_app_with(&[]).await;
+async fn admin_lists_blobs_with_references_and_removes_one_for_good(store: Store) {
+    let ctx = Ctx::start(store, &[]).await;
+    let app = &ctx.app;
     let key = NodeKey::generate();
     let sha = blob_name(PNG);
-    assert_eq!(put(&app, &key, PNG).await.0, 201);
+    assert_eq!(put(app, &key, PNG).await.0, 201);
     assert_eq!(app.publish(&with_blob(&key, 1, &sha)).await.0, 201);
 
     let (s, v) = admin(
-        &app,
+        app,
         "GET",
         &format!("/admin/v1/blobs?uploader={}", key.public_hex()),
         None,
@@ -419,7 +445,7 @@ async fn admin_lists_blobs_with_references_and_removes_one_for_good() {
         )
     );
     let (_, other) = admin(
-        &app,
+        app,
         "GET",
         &format!(
             "/admin/v1/blobs?uploader={}",
@@ -429,16 +455,20 @@ async fn admin_lists_blobs_with_references_and_removes_one_for_good() {
     )
     .await;
     assert_eq!(other["blobs"], json!([]));
-    let (s, v) = admin(&app, "GET", "/admin/v1/blobs?uploader=nope", None).await;
+    let (s, v) = admin(app, "GET", "/admin/v1/blobs?uploader=nope", None).await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
-    let (_, stats) = admin(&app, "GET", "/admin/v1/stats", None).await;
+    let (_, stats) = admin(app, "GET", "/admin/v1/stats", None).await;
     assert_eq!(
         (
             &stats["blobs"]["count"],
             &stats["blobs"]["bytes"],
             &stats["blobs"]["storage"]
         ),
-        (&json!(1), &json!(PNG.len()), &json!("fs"))
+        (
+            &json!(1),
+            &json!(PNG.len()),
+            &json!(if ctx.s3.is_some() { "s3" } else { "fs" })
+        )
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("meshrelay_blobs_stored 1"), "{metrics}");
@@ -447,7 +477,7 @@ async fn admin_lists_blobs_with_references_and_removes_one_for_good() {
         "{metrics}"
     );
 
-    let (s, v) = admin(&app, "DELETE", &format!("/admin/v1/blobs/{sha}"), None).await;
+    let (s, v) = admin(app, "DELETE", &format!("/admin/v1/blobs/{sha}"), None).await;
     assert_eq!(
         (s, &v),
         (
@@ -455,20 +485,17 @@ async fn admin_lists_blobs_with_references_and_removes_one_for_good() {
             &json!({"sha256": sha, "removed": true, "changed": true, "freed_bytes": PNG.len()})
         )
     );
-    let (s, v) = admin(&app, "DELETE", &format!("/admin/v1/blobs/{sha}"), None).await;
+    let (s, v) = admin(app, "DELETE", &format!("/admin/v1/blobs/{sha}"), None).await;
     assert_eq!((s, &v["changed"]), (200, &json!(false)));
-    let (s, v) = admin(&app, "DELETE", "/admin/v1/blobs/xyz", None).await;
+    let (s, v) = admin(app, "DELETE", "/admin/v1/blobs/xyz", None).await;
     assert_eq!((s, code(&v)), (422, "invalid_id"));
     assert_eq!(app.get_json(&format!("/v1/blobs/{sha}")).await.0, 404);
-    let (s, v) = put(&app, &key, PNG).await;
+    let (s, v) = put(app, &key, PNG).await;
     assert_eq!((s, code(&v)), (403, "blocked"));
-    assert_eq!(
-        files_under(&app.state.settings.data_dir.join("blobs")).len(),
-        0
-    );
-    let (_, v) = admin(&app, "GET", "/admin/v1/blobs", None).await;
+    assert_eq!(ctx.objects().len(), 0);
+    let (_, v) = admin(app, "GET", "/admin/v1/blobs", None).await;
     assert_eq!(v["blobs"][0]["removed"], json!(true));
-    let (_, audit) = admin(&app, "GET", "/admin/v1/audit", None).await;
+    let (_, audit) = admin(app, "GET", "/admin/v1/audit", None).await;
     let entries = audit["entries"].as_array().unwrap();
     assert!(
         entries
@@ -499,10 +526,10 @@ async fn job_runs(app: &TestApp, name: &str) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn blob_gc_deletes_what_no_visible_payload_references_once_past_the_grace() {
-    let app = spawn_app_with(&[("MESHRELAY_BLOB_GRACE_SECS", "0")]).await;
-    let (_, jobs) = admin(&app, "GET", "/admin/v1/jobs", None).await;
+async fn blob_gc_deletes_what_no_visible_payload_references_once_past_the_grace(store: Store) {
+    let ctx = Ctx::start(store, &[("MESHRELAY_BLOB_GRACE_SECS", "0")]).await;
+    let app = &ctx.app;
+    let (_, jobs) = admin(app, "GET", "/admin/v1/jobs", None).await;
     assert!(
         jobs["jobs"]
             .as_array()
@@ -514,13 +541,13 @@ async fn blob_gc_deletes_what_no_visible_payload_references_once_past_the_grace(
     let key = NodeKey::generate();
     let kept = b"referenced by a payload";
     let loose = b"referenced by nothing";
-    assert_eq!(put(&app, &key, kept).await.0, 201);
-    assert_eq!(put(&app, &key, loose).await.0, 201);
+    assert_eq!(put(app, &key, kept).await.0, 201);
+    assert_eq!(put(app, &key, loose).await.0, 201);
     let post = with_blob(&key, 1, &blob_name(kept));
     assert_eq!(app.publish(&post).await.0, 201);
     // Held longer than the grace (0 s) once the clock has moved on.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    run_job(&app, "blob_gc").await;
+    run_job(app, "blob_gc").await;
     assert_eq!(
         app.get_json(&format!("/v1/blobs/{}", blob_name(loose)))
             .await
@@ -555,27 +582,28 @@ async fn blob_gc_deletes_what_no_visible_payload_references_once_past_the_grace(
         },
     );
     assert_eq!(app.publish(&delete).await.0, 201);
-    run_job(&app, "blob_gc").await;
+    run_job(app, "blob_gc").await;
     assert_eq!(
         app.get_json(&format!("/v1/blobs/{}", blob_name(kept)))
             .await
             .0,
         404
     );
-    assert_eq!(
-        files_under(&app.state.settings.data_dir.join("blobs")).len(),
-        0
-    );
+    assert_eq!(ctx.objects().len(), 0);
 }
 
-#[tokio::test]
-async fn a_peer_s_payload_makes_the_node_mirror_its_blobs_but_never_removed_ones() {
-    let a = spawn_app_with(&[("MESHRELAY_ALLOW_PRIVATE_PEERS", "true")]).await;
-    let b = spawn_app_with(&[
-        ("MESHRELAY_ALLOW_PRIVATE_PEERS", "true"),
-        ("MESHRELAY_SEED_PEERS", &a.base),
-    ])
+async fn a_peer_s_payload_makes_the_node_mirror_its_blobs_but_never_removed_ones(store: Store) {
+    let a_ctx = Ctx::start(store, &[("MESHRELAY_ALLOW_PRIVATE_PEERS", "true")]).await;
+    let a = &a_ctx.app;
+    let b_ctx = Ctx::start(
+        store,
+        &[
+            ("MESHRELAY_ALLOW_PRIVATE_PEERS", "true"),
+            ("MESHRELAY_SEED_PEERS", &a.base),
+        ],
+    )
     .await;
+    let b = &b_ctx.app;
     eventually("a knows b", || async {
         !a.state.store.peers().await.unwrap().is_empty()
     })
@@ -584,15 +612,15 @@ async fn a_peer_s_payload_makes_the_node_mirror_its_blobs_but_never_removed_ones
     let wanted = vec![5u8; 300_000];
     let refused = b"b's operator removed this one".to_vec();
     let (s, _) = admin(
-        &b,
+        b,
         "DELETE",
         &format!("/admin/v1/blobs/{}", blob_name(&refused)),
         None,
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(put(&a, &key, &wanted).await.0, 201);
-    assert_eq!(put(&a, &key, &refused).await.0, 201);
+    assert_eq!(put(a, &key, &wanted).await.0, 201);
+    assert_eq!(put(a, &key, &refused).await.0, 201);
     let p1 = with_blob(&key, 1, &blob_name(&wanted));
     let p2 = with_blob(&key, 2, &blob_name(&refused));
     // Until a has polled b's preferences, it may not forward: publish until b has both.
@@ -653,3 +681,30 @@ async fn a_peer_s_payload_makes_the_node_mirror_its_blobs_but_never_removed_ones
         0
     );
 }
+
+/// Each test above, once per storage.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod fs {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Store::Fs).await;
+            })*
+        }
+        mod s3 {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Store::S3).await;
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    an_upload_is_stored_once_and_served_with_its_type_and_cache_headers,
+    uploads_are_refused_in_the_documented_order_and_keep_nothing,
+    an_interrupted_upload_leaves_no_file_behind,
+    admin_lists_blobs_with_references_and_removes_one_for_good,
+    blob_gc_deletes_what_no_visible_payload_references_once_past_the_grace,
+    a_peer_s_payload_makes_the_node_mirror_its_blobs_but_never_removed_ones,
+);

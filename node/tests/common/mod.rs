@@ -124,3 +124,102 @@ pub async fn pg_schema(prefix: &str) -> (meshrelay_store::Store, String, String)
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
     (admin, url, schema)
 }
+
+/// The `s3s-fs` server binary (a real S3-compatible server from crates.io,
+/// which `.ci/run` installs).
+pub fn s3s_fs() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("MESHRELAY_TEST_S3S_FS") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cached = Path::new(&home).join(".cache/meshrelay-tools/bin/s3s-fs");
+    if cached.exists() {
+        return cached;
+    }
+    panic!(
+        "the S3 blob tests need the s3s-fs server: `cargo install s3s-fs --version 0.14.1 --features binary \
+         --locked --root ~/.cache/meshrelay-tools` (what .ci/run does), or set MESHRELAY_TEST_S3S_FS"
+    );
+}
+
+/// An `s3s-fs` server on a free loopback port with one bucket, stopped when dropped.
+pub struct S3Server {
+    _child: Child,
+    pub root: tempfile::TempDir,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+pub const S3_ACCESS_KEY: &str = "meshrelay-test";
+pub const S3_SECRET_KEY: &str = "meshrelay-test-secret";
+
+impl S3Server {
+    pub async fn start(bucket: &str) -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(bucket)).unwrap();
+        let port = free_port();
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        S3Server {
+            _child: child,
+            root,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// The variables a node needs for `blob_store = s3://<bucket>/<prefix>`.
+    pub fn vars(&self, prefix: &str) -> Vec<(String, String)> {
+        vec![
+            (
+                "MESHRELAY_BLOB_STORE".into(),
+                format!("s3://{}/{prefix}", self.bucket),
+            ),
+            ("AWS_ACCESS_KEY_ID".into(), S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET_KEY.into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+        ]
+    }
+
+    /// Every object under `prefix`, by key relative to it, sorted.
+    pub fn objects(&self, prefix: &str) -> Vec<String> {
+        files_under(&self.root.path().join(&self.bucket).join(prefix))
+    }
+}
+
+/// Every file under `dir`, relative to it, sorted; none when it does not exist.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &e.path(), out);
+            } else {
+                out.push(e.path().strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
