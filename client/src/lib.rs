@@ -20,7 +20,7 @@ pub mod receipts;
 pub mod relay;
 
 pub use audit::{audit, Finding, HeadSeen, Kind, RelayLog};
-pub use blobs::{blob_name, StoredBlob};
+pub use blobs::{blob_name, Progress, StoredBlob};
 pub use receipts::{Evidence, KeptReceipt, ReceiptStore};
 pub use relay::{Event, LogEntry, Page, Published, RelayClient};
 

@@ -417,3 +417,71 @@ async fn meshrelay_admin_finds_the_node_from_its_settings() {
     node.signal("-TERM");
     assert!(node.wait().await.success());
 }
+
+#[tokio::test]
+async fn meshrelay_blob_put_get_and_publish_attach_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await;
+    let relay = node.base.as_str();
+    assert!(cli(dir.path(), &["keygen", "--out", "bob.key"]).await.0);
+    let picture: Vec<u8> = b"\x89PNG\r\n\x1a\n"
+        .iter()
+        .copied()
+        .chain((0..2_000_000u32).map(|i| (i % 251) as u8))
+        .collect();
+    std::fs::write(dir.path().join("cat.png"), &picture).unwrap();
+
+    let (ok, out, err) = cli(
+        dir.path(),
+        &[
+            "blob", "put", "cat.png", "--key", "bob.key", "--relay", relay,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let put: Value = serde_json::from_str(out.trim()).unwrap();
+    let sha = meshrelay_client::blob_name(&picture);
+    assert_eq!(put["sha256"], sha);
+    assert_eq!(put["type"], "image/png");
+    assert_eq!(put["created"], true);
+    assert_eq!(put["tag"], json!(["b", sha]));
+
+    let (ok, _, err) = cli(
+        dir.path(),
+        &["blob", "get", &sha, "-o", "copy.png", "--relay", relay],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(std::fs::read(dir.path().join("copy.png")).unwrap() == picture);
+    let (ok, _, err) = cli(
+        dir.path(),
+        &["blob", "get", &"0".repeat(64), "--relay", relay],
+    )
+    .await;
+    assert!(!ok && err.contains("holds no blob"), "{err}");
+
+    // --attach uploads a new file and tags the payload with it in one step.
+    std::fs::write(dir.path().join("note.txt"), "attached in one step\n").unwrap();
+    let (ok, _, err) = cli(
+        dir.path(),
+        &[
+            "publish",
+            "--relay",
+            relay,
+            "--key",
+            "bob.key",
+            "--channel",
+            "pics/cats",
+            "--attach",
+            "note.txt",
+            "look",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let note = meshrelay_client::blob_name(b"attached in one step\n");
+    let (_, page) = node.json("/v1/payloads?channels=pics/cats").await;
+    assert_eq!(page["payloads"][0]["tags"], json!([["b", note]]), "{page}");
+    let (status, _) = node.json(&format!("/v1/blobs/{note}")).await;
+    assert_eq!(status, 200);
+}

@@ -74,6 +74,10 @@ pub struct PublishArgs {
     /// Tag as NAME=VALUE[,VALUE...] (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+    /// Upload FILE as a blob to every relay first and tag the payload
+    /// `["b", <sha256>]` (repeatable); nothing is published if an upload fails.
+    #[arg(long = "attach")]
+    pub attach: Vec<PathBuf>,
     /// The receipts store (default: one file per author under the user's
     /// data directory, e.g. ~/.local/share/meshrelay/receipts/<key>.jsonl).
     #[arg(long, env = "MESHRELAY_RECEIPTS")]
@@ -127,8 +131,18 @@ pub fn receipts_store(path: Option<&Path>, author: &str) -> anyhow::Result<Recei
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let content = read_content(args.content.as_deref())?;
-    let tags = parse_tags(&args.tags)?;
+    let mut tags = parse_tags(&args.tags)?;
     let author = Author::load(&args.key, args.receipts.as_deref())?;
+    for file in &args.attach {
+        let mut name = None;
+        for relay in &args.relays {
+            let stored = super::blob::upload(relay, &author.key, file).await?;
+            name = Some(stored.sha256);
+        }
+        if let Some(sha256) = name {
+            tags.push(vec!["b".to_string(), sha256]);
+        }
+    }
     let published = author
         .publish(&args.relays, args.kind, args.channel, tags, content, 0)
         .await?;
