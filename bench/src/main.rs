@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod blobs;
 mod fanout;
 mod forward;
 mod ingest;
@@ -44,6 +45,9 @@ enum Scenario {
     /// Two nodes holding the same large set but for some differences on each
     /// side: one `meshrelay sync` run; round trips, bytes, seconds.
     Sync(sync::Args),
+    /// Upload and download of large blobs on the filesystem and on S3
+    /// (`--s3s-fs`): MiB/s, node CPU per MiB, node RSS growth during an upload.
+    Blobs(blobs::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout(args) => fanout::run(&node_bin, cli.runs, args).await,
             Scenario::Soak(args) => soak::run(&node_bin, args).await,
             Scenario::Sync(args) => sync::run(&node_bin, cli.runs, args).await,
+            Scenario::Blobs(args) => blobs::run(&node_bin, cli.runs, args).await,
         }
     })
 }
