@@ -164,7 +164,8 @@ async fn login(
             flash: Mutex::new(None),
         }),
     );
-    let cookie = format!("{COOKIE}={sid}; Path=/admin; HttpOnly; SameSite=Strict");
+    let secure = if ctx.secure_cookie { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={sid}; Path=/admin; HttpOnly; SameSite=Strict{secure}");
     (
         StatusCode::SEE_OTHER,
         [
@@ -417,6 +418,13 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
                     div.card { span.label { "Outbox pending" } strong { (stats.outbox.pending) } }
                     div.card.warn[stats.dead_letters > 0] { span.label { "Dead letters" } strong { (stats.dead_letters) } }
                     div.card { span.label { "Database" } strong { (stats.database.backend) " · " (bytes(stats.database.size_bytes)) } }
+                    div.card { span.label { "Blobs (" (stats.blobs.storage) ")" } strong { (stats.blobs.count) " · " (bytes(stats.blobs.bytes)) } }
+                    @for cert in &stats.certificates {
+                        div.card.warn[cert.days_left < 14] {
+                            span.label { "TLS certificate (" (cert.listener) ")" }
+                            strong { "expires in " (cert.days_left) " days" }
+                        }
+                    }
                 }
                 @if stats.dead_letters > 0 {
                     form.inline method="post" action="/admin/deliveries/retry" {

@@ -5,7 +5,6 @@
 //! the dashboard under `/admin/` logs in with the same token and keeps a
 //! session cookie instead. Every change, from either, lands in the audit log.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +38,8 @@ pub mod types {
         JobList, JobStarted, JobView, PeerList, PeerView, RemovedBlob, Retried, RetryRequest,
     };
     pub use crate::stats::{
-        BlobStats, DatabaseStats, OutboxStats, PayloadStats, PeerDepth, Rates, Stats,
+        BlobStats, CertificateStats, DatabaseStats, OutboxStats, PayloadStats, PeerDepth, Rates,
+        Stats,
     };
 }
 
@@ -49,6 +49,10 @@ pub trait Live: Send + Sync {
     fn connections(&self) -> i64;
     /// Live subscriptions over those connections.
     fn subscriptions(&self) -> i64;
+    /// The listeners' TLS certificates: `(listener, notAfter in Unix seconds)`.
+    fn certificates(&self) -> Vec<(String, i64)> {
+        Vec::new()
+    }
 }
 
 /// Everything the admin routes need: cheap handles shared with the node.
@@ -68,6 +72,8 @@ pub struct AdminContext {
     pub sampler: Arc<Sampler>,
     /// Where the node keeps blob bytes (removing a blob deletes them).
     pub blobs: meshrelay_blobs::BlobStorage,
+    /// The admin listener speaks HTTPS: the dashboard's cookie is `Secure`.
+    pub secure_cookie: bool,
     token_hash: [u8; 32],
     sessions: moka::sync::Cache<String, Arc<dashboard::Session>>,
     /// CSRF tokens of login forms not yet submitted.
@@ -99,6 +105,7 @@ impl AdminContext {
             started_at: unix_now(),
             sampler,
             blobs,
+            secure_cookie: false,
             token_hash: Sha256::digest(token.as_bytes()).into(),
             sessions: moka::sync::Cache::builder()
                 .max_capacity(1000)
@@ -125,20 +132,6 @@ pub fn router(ctx: AdminContext) -> axum::Router {
         api::router(ctx.clone()).merge(dashboard::router(ctx)),
         "admin",
     )
-}
-
-/// Serve the admin router on `listener` until `shutdown` fires.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    ctx: AdminContext,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(ctx).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
 }
 
 /// The admin token: the configured one, else the one in `path`, else a new

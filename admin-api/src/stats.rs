@@ -152,6 +152,18 @@ pub struct Stats {
     /// Outbox items given up on (all peers).
     pub dead_letters: i64,
     pub blobs: BlobStats,
+    /// The listeners' TLS certificates (none when they speak plain HTTP).
+    pub certificates: Vec<CertificateStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CertificateStats {
+    /// `public` or `admin`.
+    pub listener: String,
+    /// The certificate's notAfter, Unix seconds.
+    pub not_after: i64,
+    /// Whole days until then (negative once expired); the dashboard warns under 14.
+    pub days_left: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -262,6 +274,16 @@ pub async fn gather(ctx: &AdminContext) -> AdminResult<Stats> {
                 .collect(),
         },
         dead_letters: dead,
+        certificates: ctx
+            .live
+            .certificates()
+            .into_iter()
+            .map(|(listener, not_after)| CertificateStats {
+                listener,
+                not_after,
+                days_left: (not_after - now).div_euclid(86_400),
+            })
+            .collect(),
         blobs: {
             let t = store.blob_totals().await?;
             BlobStats {

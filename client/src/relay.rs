@@ -26,12 +26,35 @@ const VERIFY_LIMITS: Limits = Limits {
     max_future_skew: u64::MAX,
 };
 
+/// A TLS client configuration for WebSockets: the web roots and `pem`'s CAs.
+fn ws_tls_config(pem: &[u8]) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| Error::Usage(format!("the CA bundle is not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::Usage(format!("a CA certificate is not usable: {e}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Usage(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// A client of one relay.
 #[derive(Debug, Clone)]
 pub struct RelayClient {
     base: String,
     http: reqwest::Client,
     node: std::sync::Arc<OnceCell<String>>,
+    /// For `wss://` with extra trust roots; `None` uses the built-in web roots.
+    ws_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// An accepted publish: `receipt` verified and naming this payload and the
@@ -86,13 +109,33 @@ pub enum Event {
 impl RelayClient {
     /// A client of the relay at `base` (`http://` or `https://`).
     pub fn new(base: &str) -> Result<Self> {
+        Self::with_roots(base, None)
+    }
+
+    /// A client that trusts the CA certificates in `extra_roots_pem` (a PEM
+    /// bundle) beside the built-in web roots (webpki-roots, Mozilla's list),
+    /// for `https://` and `wss://` alike: a relay of a private mesh.
+    pub fn with_roots(base: &str, extra_roots_pem: Option<&[u8]>) -> Result<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Usage(format!(
                 "relay URL must start with http:// or https://, got {base:?}"
             )));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        let mut ws_tls = None;
+        if let Some(pem) = extra_roots_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Usage(format!("the CA bundle is not PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Usage("the CA bundle holds no certificate".into()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+            ws_tls = Some(ws_tls_config(pem)?);
+        }
+        let http = builder
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("meshrelay-client/", env!("CARGO_PKG_VERSION")))
@@ -102,6 +145,7 @@ impl RelayClient {
             base,
             http,
             node: Default::default(),
+            ws_tls,
         })
     }
 
@@ -337,9 +381,14 @@ impl RelayClient {
         filters: Vec<Filter>,
     ) -> Result<impl Stream<Item = Result<Event>> + Send + Unpin + 'static> {
         let url = ws_url(&self.base)?;
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .map_err(|e| Error::Transport(format!("connecting to {url}: {e}")))?;
+        let connector = self
+            .ws_tls
+            .clone()
+            .map(tokio_tungstenite::Connector::Rustls);
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, false, connector)
+                .await
+                .map_err(|e| Error::Transport(format!("connecting to {url}: {e}")))?;
         let frame = json!({"op": "subscribe", "sub": "client", "filters": filters});
         ws.send(Message::text(frame.to_string()))
             .await

@@ -127,13 +127,27 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn new(key: Arc<NodeKey>, allow_private: bool) -> Self {
+        Self::with_roots(key, allow_private, &[])
+    }
+
+    /// Like `new`, trusting `extra_roots` for `https://` peers beside the
+    /// built-in web roots (webpki-roots: Mozilla's CA list, compiled in).
+    pub fn with_roots(
+        key: Arc<NodeKey>,
+        allow_private: bool,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Self {
         let resolver = Arc::new(GuardedResolver {
             inner: Arc::new(ResolverState {
                 allow_private,
                 resolver: OnceCell::new(),
             }),
         });
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder
             .dns_resolver(resolver)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))

@@ -71,6 +71,19 @@ pub struct Config {
     /// One fetch answer, at most (PROTOCOL.md 10).
     pub max_response_bytes: usize,
     pub sync: SyncConfig,
+    /// CA certificates trusted for `https://` peers beside the built-in
+    /// web roots (`peer_ca_file`).
+    pub peer_roots: PeerRoots,
+}
+
+/// Extra trust roots for peers.
+#[derive(Clone, Default)]
+pub struct PeerRoots(pub Vec<reqwest::Certificate>);
+
+impl std::fmt::Debug for PeerRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} extra CA certificates", self.0.len())
+    }
 }
 
 /// Anti-entropy sync's settings (PROTOCOL.md 5.5).
@@ -126,7 +139,7 @@ impl Federation {
         key: Arc<NodeKey>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let outbound = Outbound::new(key, config.allow_private_peers);
+        let outbound = Outbound::with_roots(key, config.allow_private_peers, &config.peer_roots.0);
         let announces = rate::KeyedRate::per_minute(config.announce_rate);
         let inbox_rates = rate::KeyedRate::per_second(config.inbox_rate, config.inbox_rate);
         Arc::new(Self {

@@ -105,6 +105,7 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
                 max_rounds: 64,
                 max_secs: 120,
             },
+            peer_roots: Default::default(),
         },
         store,
         Arc::new(NodeKey::generate()),

@@ -38,6 +38,8 @@ impl Application {
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         crate::data_dir::prepare(&settings.data_dir)?;
         crate::data_dir::prepare_sqlite(&settings.database_url)?;
+        let tls = crate::tls::Certificates::load(&settings.tls)?;
+        settings.federation.peer_roots = crate::tls::peer_roots(&settings.tls)?;
         let node_key = Arc::new(crate::node_key::load_or_create(&settings.node_key_path())?);
         let store = Store::connect(&settings.database_url)
             .await
@@ -58,7 +60,12 @@ impl Application {
             &token_path,
         )?;
         if !settings.public_url_explicit {
-            settings.federation.public_url = format!("http://{}", listener.local_addr()?);
+            let scheme = if tls.public.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            settings.federation.public_url = format!("{scheme}://{}", listener.local_addr()?);
         }
         let shutdown = CancellationToken::new();
         let federation = meshrelay_federation::Federation::new(
@@ -92,7 +99,7 @@ impl Application {
             settings.blobs.clone(),
         ));
         let state = new_state(
-            settings, store, node_key, federation, writer, shutdown, blobs,
+            settings, store, node_key, federation, writer, shutdown, blobs, tls,
         );
         let scheduler = Arc::new(crate::jobs::build_scheduler(&state)?);
         let (router, _api) = crate::http::router(state.clone());
@@ -100,7 +107,7 @@ impl Application {
             state.store.clone(),
             state.federation.clone(),
             scheduler.clone(),
-            Arc::new(NodeLive(state.metrics.clone())),
+            Arc::new(NodeLive(state.metrics.clone(), state.tls.clone())),
             Arc::new(crate::ingest::PeerIngest(state.clone())),
             state.node_hex(),
             state.settings.public_url().to_string(),
@@ -148,11 +155,22 @@ impl Application {
         let shutdown = self.state.shutdown.clone();
         let admin_addr = self.admin_listener.local_addr()?;
         let sampler = self.admin.sampler.spawn(shutdown.clone());
-        let admin_task = tokio::spawn(meshrelay_admin_api::serve(
+        let mut admin = self.admin;
+        admin.secure_cookie = self.state.tls.admin.is_some();
+        let admin_task = tokio::spawn(crate::http::serve::serve(
             self.admin_listener,
-            self.admin,
+            meshrelay_admin_api::router(admin),
+            crate::settings::Connections {
+                max_connections: ADMIN_CONNECTIONS,
+                max_connections_per_ip: ADMIN_CONNECTIONS,
+                request_timeout_secs: self.state.settings.connections.request_timeout_secs,
+            },
+            self.state.metrics.clone(),
             shutdown.clone(),
+            Duration::from_secs(30),
+            self.state.tls.admin_acceptor()?,
         ));
+        let reloader = crate::tls::spawn_reload_on_sighup(self.state.tls.clone(), shutdown.clone());
         let state = self.state;
         let scheduler_task = self
             .scheduler
@@ -191,13 +209,15 @@ impl Application {
             state.metrics.clone(),
             shutdown.clone(),
             Duration::from_secs(30),
+            state.tls.public_acceptor()?,
         )
         .await;
         tracing::info!("draining");
-        match admin_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),
-            Err(e) => tracing::error!(error = %e, "the admin listener panicked"),
+        if let Err(e) = admin_task.await {
+            tracing::error!(error = %e, "the admin listener panicked");
+        }
+        if let Some(reloader) = reloader {
+            let _ = reloader.await;
         }
         let _ = sampler.await;
         if let Some(mirror) = mirror {
@@ -229,7 +249,11 @@ impl Application {
     }
 }
 
+/// Connections the admin listener holds open, in all and per address.
+const ADMIN_CONNECTIONS: usize = 256;
+
 /// The shared state every handler and task gets.
+#[allow(clippy::too_many_arguments)]
 fn new_state(
     settings: Settings,
     store: Store,
@@ -238,6 +262,7 @@ fn new_state(
     writer: Writer,
     shutdown: CancellationToken,
     blobs: Arc<crate::blobs::BlobService>,
+    tls: crate::tls::Certificates,
 ) -> AppState {
     let metrics = Arc::new(Metrics::new(federation.metrics()));
     let limits = Arc::new(crate::limits::RateLimits::new(
@@ -262,11 +287,12 @@ fn new_state(
         page_builds: Arc::new(tokio::sync::Semaphore::new(crate::state::PAGE_BUILDS)),
         federation,
         blobs,
+        tls,
     }
 }
 
 /// The node's in-memory counters, as the admin API sees them.
-struct NodeLive(Arc<Metrics>);
+struct NodeLive(Arc<Metrics>, crate::tls::Certificates);
 
 impl meshrelay_admin_api::Live for NodeLive {
     fn connections(&self) -> i64 {
@@ -274,6 +300,9 @@ impl meshrelay_admin_api::Live for NodeLive {
     }
     fn subscriptions(&self) -> i64 {
         self.0.ws_subscriptions.get()
+    }
+    fn certificates(&self) -> Vec<(String, i64)> {
+        self.1.expiries()
     }
 }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node_key;
 pub mod settings;
 pub mod state;
+pub mod tls;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -8,6 +8,12 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `public` or `admin`.
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
     /// `ws`, `http` (local clients) or `peer`.
     pub via: &'static str,
@@ -38,6 +44,8 @@ pub struct Metrics {
     pub blobs_stored: Gauge,
     pub blob_bytes: Gauge,
     pub blob_fetches_pending: Gauge,
+    /// Each TLS listener's certificate notAfter (Unix seconds), set at each scrape.
+    pub tls_cert_expiry: Family<ListenerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -61,6 +69,7 @@ impl Metrics {
             blobs_stored: Gauge::default(),
             blob_bytes: Gauge::default(),
             blob_fetches_pending: Gauge::default(),
+            tls_cert_expiry: Family::default(),
         };
         sync.register(&mut registry);
         registry.register(
@@ -133,6 +142,11 @@ impl Metrics {
             "blob_fetches_pending",
             "Blobs waiting to be fetched from peers",
             m.blob_fetches_pending.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each TLS listener's certificate expires (notAfter, Unix seconds)",
+            m.tls_cert_expiry.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub page_builds: Arc<tokio::sync::Semaphore>,
     /// Blob storage, bounds and transfer permits (PROTOCOL.md 4.3).
     pub blobs: Arc<crate::blobs::BlobService>,
+    /// The listeners' certificates, when they speak TLS.
+    pub tls: crate::tls::Certificates,
 }
 
 /// Query and log pages built at once (`AppState::page_builds`).

@@ -485,3 +485,148 @@ async fn meshrelay_blob_put_get_and_publish_attach_round_trip() {
     let (status, _) = node.json(&format!("/v1/blobs/{note}")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn sighup_swaps_the_certificate_under_an_open_websocket_and_a_bad_pair_is_kept_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (cert, key, first) = ca.leaf(dir.path(), "node");
+    let node = Node::start(
+        dir.path(),
+        &[
+            ("MESHRELAY_TLS_CERT_FILE", &cert),
+            ("MESHRELAY_TLS_KEY_FILE", &key),
+        ],
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", node.port);
+    assert_eq!(ca.handshake(&addr).await.0, first);
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        format!("wss://{addr}/v1/ws"),
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(
+            ca.client_config_http1(),
+        )),
+    )
+    .await
+    .unwrap();
+
+    // A new pair in the same files, then SIGHUP: new handshakes get it.
+    let (_, _, second) = ca.leaf(dir.path(), "node");
+    assert_ne!(first, second);
+    node.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ca.handshake(&addr).await.0 != second {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The WebSocket opened before the reload is still served.
+    ws.send(Message::text(
+        json!({"op": "subscribe", "sub": "s", "filters": [{"channels": ["x/*"]}]}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let eose = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the open WebSocket answers")
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if v["op"] != "hello" {
+            break v;
+        }
+    };
+    assert_eq!(eose, json!({"op": "eose", "sub": "s"}));
+
+    // A key that does not parse: the reload fails, the old pair stays, the log says why.
+    std::fs::write(dir.path().join("node.key"), "not a key\n").unwrap();
+    node.signal("-HUP");
+    let log = dir.path().join("node.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("TLS reload failed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was not logged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("tls_key_file"));
+    assert_eq!(ca.handshake(&addr).await.0, second);
+}
+
+#[tokio::test]
+async fn the_cli_reaches_an_https_relay_with_meshrelay_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (cert, key, _) = ca.leaf(dir.path(), "node");
+    let node = Node::start(
+        dir.path(),
+        &[
+            ("MESHRELAY_TLS_CERT_FILE", &cert),
+            ("MESHRELAY_TLS_KEY_FILE", &key),
+        ],
+    )
+    .await;
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    assert!(cli(dir.path(), &["keygen", "--out", "carol.key"]).await.0);
+    let publish = [
+        "publish",
+        "--relay",
+        &node.base,
+        "--key",
+        "carol.key",
+        "--channel",
+        "tls/cli",
+        "hello",
+    ];
+    // Without the CA the relay's certificate is refused.
+    let (ok, _, err) = cli(dir.path(), &publish).await;
+    assert!(!ok, "{err}");
+    let run = |args: &[&str]| {
+        let mut cmd = command(dir.path());
+        cmd.args(args)
+            .env("MESHRELAY_CA_FILE", dir.path().join("ca.pem"));
+        cmd
+    };
+    let out = run(&publish).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // wss: the stored payload arrives through `subscribe`.
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(&[
+            "subscribe",
+            "--relay",
+            &node.base,
+            "--channel",
+            "tls/*",
+            "--stored",
+            "10",
+            "--count",
+            "1",
+        ])
+        .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello"));
+}

@@ -57,7 +57,7 @@ async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let mut clients = Vec::new();
     let mut logs = Vec::new();
     for url in &args.relays {
-        let c = RelayClient::new(url)?;
+        let c = super::client::relay(url)?;
         logs.push(fetch(&c, &args.author).await?);
         clients.push(c);
     }

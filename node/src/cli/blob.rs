@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use meshrelay_client::{Progress, RelayClient, StoredBlob};
+use meshrelay_client::{Progress, StoredBlob};
 use meshrelay_protocol::NodeKey;
 
 /// Files from this size on show a progress bar (on a terminal).
@@ -72,7 +72,7 @@ pub async fn upload(relay: &str, key: &NodeKey, file: &Path) -> anyhow::Result<S
     let bar = bar(bytes.len() as u64, format!("{} -> {relay}", file.display()));
     let shown = bar.clone();
     let progress: Progress = Arc::new(move |n| shown.set_position(n));
-    let stored = RelayClient::new(relay)?
+    let stored = super::client::relay(relay)?
         .put_blob_with(key, bytes, Some(progress))
         .await
         .with_context(|| format!("uploading {} to {relay}", file.display()))?;
@@ -114,7 +114,7 @@ pub async fn run(args: BlobArgs) -> anyhow::Result<ExitCode> {
                     total.set_length(n)
                 }),
             );
-            let got = RelayClient::new(&relay)?
+            let got = super::client::relay(&relay)?
                 .get_blob_with(&sha256, max_bytes, Some(progress))
                 .await?;
             bar.finish_and_clear();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use clap::Args;
 use futures_util::StreamExt;
 use meshrelay_client::{Error as ClientError, Event, KeptReceipt, ReceiptStore, RelayClient};
@@ -117,8 +117,23 @@ pub struct QueryArgs {
     pub all: bool,
 }
 
-fn relay(url: &str) -> anyhow::Result<RelayClient> {
-    Ok(RelayClient::new(url)?)
+/// A client of the relay at `url`; `MESHRELAY_CA_FILE` names extra CA
+/// certificates (PEM) to trust for `https://` and `wss://` relays beside the
+/// built-in web roots, as `peer_ca_file` does for a node's peers.
+pub(crate) fn relay(url: &str) -> anyhow::Result<RelayClient> {
+    match std::env::var_os("MESHRELAY_CA_FILE") {
+        None => Ok(RelayClient::new(url)?),
+        Some(path) => {
+            let pem = std::fs::read(&path).with_context(|| {
+                format!(
+                    "MESHRELAY_CA_FILE {}: cannot be read",
+                    path.to_string_lossy()
+                )
+            })?;
+            RelayClient::with_roots(url, Some(&pem))
+                .with_context(|| format!("MESHRELAY_CA_FILE {}", path.to_string_lossy()))
+        }
+    }
 }
 
 /// `--receipts FILE`, or the author's default store.

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-use meshrelay_client::RelayClient;
 use meshrelay_protocol::community::{code_hash, place_of, Evaluation, Level};
 use rand::RngCore;
 
@@ -306,7 +305,7 @@ pub async fn run(args: CommunityArgs) -> anyhow::Result<ExitCode> {
             // at its place): never in the invite's second or before.
             let mut not_before = 0;
             for r in &signer.relays {
-                if let Ok(Some(p)) = RelayClient::new(r)?.get(&invite).await {
+                if let Ok(Some(p)) = super::client::relay(r)?.get(&invite).await {
                     not_before = p.created_at + 1;
                     break;
                 }
@@ -332,7 +331,7 @@ pub async fn run(args: CommunityArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn show(root: &str, relay: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let c = RelayClient::new(relay)?;
+    let c = super::client::relay(relay)?;
     let (evaluation, read) = c.community(root).await?;
     if read == 0 && c.community_answer(root).await?.is_none() {
         bail!("{relay} holds no payload of {root}");

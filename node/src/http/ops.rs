@@ -85,6 +85,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    for (listener, not_after) in state.tls.expiries() {
+        state
+            .metrics
+            .tls_cert_expiry
+            .get_or_create(&crate::metrics::ListenerLabels { listener })
+            .set(not_after);
+    }
     match state.store.blob_totals().await {
         Ok(t) => {
             state.metrics.blobs_stored.set(t.count);

@@ -2,7 +2,10 @@
 //! `max_connections` open client connections, `max_connections_per_ip` from
 //! one address, and `request_timeout_secs` to send a request's head. A
 //! connection past a cap is closed at once, never queued. HTTP/1.1 (with
-//! WebSocket upgrades) and HTTP/2 through hyper-util, as axum::serve does.
+//! WebSocket upgrades) and HTTP/2 through hyper-util, as axum::serve does;
+//! with a TLS acceptor (`tls_cert_file`), HTTPS and WSS only, the TLS
+//! handshake bounded by `request_timeout_secs` too and HTTP/2 or HTTP/1.1
+//! chosen by ALPN. The admin listener is served by the same loop.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -79,8 +82,10 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     drain: Duration,
+    tls: Option<meshrelay_tls::TlsAcceptor>,
 ) {
     let open = Arc::new(Mutex::new(Open::default()));
+    let handshake_timeout = Duration::from_secs(caps.request_timeout_secs);
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -108,12 +113,42 @@ pub async fn serve(
         let slot = ConnSlot(Arc::new(slot));
         let routed = with_client(router.clone(), addr, slot.clone());
         let service = hyper_util::service::TowerToHyperService::new(routed);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(acceptor) => {
+                    // A client that speaks plain HTTP, or none at all, fails
+                    // the handshake and is closed.
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %addr, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+            }
             drop(slot);
         });
     }

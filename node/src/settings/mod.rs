@@ -57,6 +57,11 @@ struct Raw {
     public_url: Option<String>,
     admin_token: Option<String>,
     log_format: LogFormat,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    admin_tls_cert_file: Option<PathBuf>,
+    admin_tls_key_file: Option<PathBuf>,
+    peer_ca_file: Option<PathBuf>,
     blob_store: String,
     max_blob_bytes: u64,
     blob_quota_bytes: u64,
@@ -118,6 +123,11 @@ impl Default for Raw {
             public_url: None,
             admin_token: None,
             log_format: LogFormat::Text,
+            tls_cert_file: None,
+            tls_key_file: None,
+            admin_tls_cert_file: None,
+            admin_tls_key_file: None,
+            peer_ca_file: None,
             blob_store: "fs".into(),
             max_blob_bytes: 16 * 1024 * 1024,
             blob_quota_bytes: 256 * 1024 * 1024,
@@ -193,6 +203,8 @@ pub struct Settings {
     pub public_url_explicit: bool,
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
+    /// Certificates of the listeners and the extra CA for peers (PROTOCOL.md 8).
+    pub tls: Tls,
     pub blob_store: String,
     /// The `AWS_*` variables of the same environment the settings came
     /// from, for `blob_store = "s3://..."` (credentials, region, endpoint).
@@ -248,6 +260,19 @@ pub struct Connections {
     pub max_connections_per_ip: usize,
     /// Reading a request's head, and its body, each at most this long.
     pub request_timeout_secs: u64,
+}
+
+/// TLS settings as given; the files are read (and a pair given half is
+/// refused) when the node starts.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub admin_cert_file: Option<PathBuf>,
+    pub admin_key_file: Option<PathBuf>,
+    /// Extra PEM CA certificates trusted for `https://` peers, beside the
+    /// built-in web roots.
+    pub peer_ca_file: Option<PathBuf>,
 }
 
 /// `AWS_*` variables; their values (a secret key among them) never reach
@@ -340,6 +365,8 @@ fn resolve_federation(raw: &Raw) -> anyhow::Result<meshrelay_federation::Config>
             max_rounds: raw.sync_max_rounds.max(1),
             max_secs: raw.sync_max_secs.max(1),
         },
+        // Read from peer_ca_file when the node starts.
+        peer_roots: Default::default(),
     })
 }
 
@@ -504,6 +531,13 @@ impl Settings {
             database_url,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
             log_format: raw.log_format,
+            tls: Tls {
+                cert_file: raw.tls_cert_file.clone(),
+                key_file: raw.tls_key_file.clone(),
+                admin_cert_file: raw.admin_tls_cert_file.clone(),
+                admin_key_file: raw.admin_tls_key_file.clone(),
+                peer_ca_file: raw.peer_ca_file.clone(),
+            },
             blob_store: raw.blob_store,
             blobs,
             aws: AwsVars::default(),

@@ -141,6 +141,27 @@ fn every_flat_setting_works_as_a_key_and_as_a_variable() {
         }),
         ("blob_grace_secs", "60", "60", |s| s.blobs.grace_secs == 60),
         ("mirror_blobs", "false", "false", |s| !s.blobs.mirror),
+        ("tls_cert_file", "\"/etc/m/c.pem\"", "/etc/m/c.pem", |s| {
+            s.tls.cert_file.as_deref() == Some(std::path::Path::new("/etc/m/c.pem"))
+        }),
+        ("tls_key_file", "\"/etc/m/k.pem\"", "/etc/m/k.pem", |s| {
+            s.tls.key_file.as_deref() == Some(std::path::Path::new("/etc/m/k.pem"))
+        }),
+        (
+            "admin_tls_cert_file",
+            "\"/etc/m/ac.pem\"",
+            "/etc/m/ac.pem",
+            |s| s.tls.admin_cert_file.as_deref() == Some(std::path::Path::new("/etc/m/ac.pem")),
+        ),
+        (
+            "admin_tls_key_file",
+            "\"/etc/m/ak.pem\"",
+            "/etc/m/ak.pem",
+            |s| s.tls.admin_key_file.as_deref() == Some(std::path::Path::new("/etc/m/ak.pem")),
+        ),
+        ("peer_ca_file", "\"/etc/m/ca.pem\"", "/etc/m/ca.pem", |s| {
+            s.tls.peer_ca_file.as_deref() == Some(std::path::Path::new("/etc/m/ca.pem"))
+        }),
         ("max_content_bytes", "1000", "1000", |s| {
             s.limits.payload.max_content_bytes == 1000
         }),

@@ -52,8 +52,17 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::load_from(None, env).unwrap();
     let app = Application::build(settings).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let admin = format!("http://{}", app.admin_addr());
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
+    let base = format!(
+        "{}://{}",
+        scheme(app.state().tls.public.is_some()),
+        app.local_addr()
+    );
+    let admin = format!(
+        "{}://{}",
+        scheme(app.state().tls.admin.is_some()),
+        app.admin_addr()
+    );
     let admin_token = std::fs::read_to_string(dir.path().join("admin.token"))
         .map(|t| t.trim().to_string())
         .unwrap_or_default();

@@ -14,4 +14,5 @@ mod hostile;
 mod http;
 mod receipts;
 mod sync;
+mod tls;
 mod ws;

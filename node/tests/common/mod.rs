@@ -65,14 +65,20 @@ impl Node {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
+        let tls = vars.iter().any(|(k, _)| *k == "MESHRELAY_TLS_CERT_FILE");
         let node = Node {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
             port,
         };
+        // Readiness only: the tests check certificates themselves.
+        let probe = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", node.base)).await {
+            if let Ok(r) = probe.get(format!("{}/readyz", node.base)).send().await {
                 if r.status() == 200 {
                     return node;
                 }
@@ -222,4 +228,90 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// A test certificate authority and the leaf certificates it signs
+/// (`localhost` and `127.0.0.1`), written as PEM files.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "meshrelay test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Write `<name>.crt` and `<name>.key` under `dir`; returns their paths
+    /// and the certificate's DER.
+    pub fn leaf(&self, dir: &Path, name: &str) -> (String, String, Vec<u8>) {
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (
+            c.display().to_string(),
+            k.display().to_string(),
+            cert.der().to_vec(),
+        )
+    }
+
+    /// A rustls client configuration trusting this CA only.
+    pub fn client_config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(meshrelay_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    }
+
+    /// The same, offering HTTP/1.1 only (a WebSocket upgrade needs it).
+    pub fn client_config_http1(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let mut config = (*self.client_config()).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    }
+
+    /// Handshake with `addr` (as `localhost`); the server's leaf certificate and the ALPN protocol.
+    pub async fn handshake(&self, addr: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(self.client_config());
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (_, conn) = tls.get_ref();
+        (
+            conn.peer_certificates().unwrap()[0].to_vec(),
+            conn.alpn_protocol().map(|p| p.to_vec()),
+        )
+    }
+
+    /// A reqwest client trusting this CA.
+    pub fn http_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem().as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    }
 }
