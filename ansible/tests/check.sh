@@ -15,6 +15,8 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/usr/local/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 install -m 0755 "$bin" "$root/usr/local/bin/meshrelay"
+# ExecReload's kill, which verify looks for under the root too.
+mkdir -p "$root/usr/bin" && install -m 0755 /usr/bin/kill "$root/usr/bin/kill"
 cp ../systemd/meshrelay.service "$root/etc/systemd/system/"
 systemd-analyze verify --root="$root" meshrelay.service
 systemd-analyze security --offline=yes --root="$root" --threshold=20 meshrelay.service | tail -n 1

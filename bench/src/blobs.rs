@@ -11,7 +11,7 @@ use meshrelay_client::RelayClient;
 use meshrelay_protocol::NodeKey;
 use serde_json::json;
 
-use crate::node::Node;
+use crate::node::{cpu_secs, Node};
 use crate::stats::spread;
 
 #[derive(Debug, clap::Args)]
@@ -20,21 +20,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     sizes_mib: Vec<u64>,
     /// The `s3s-fs` binary: also measure `blob_store = s3://...` against it.
-    #[arg(long, env = "MESHRELAY_TEST_S3S_FS")]
+    #[arg(long, env = "S3S_FS_BIN")]
     s3s_fs: Option<PathBuf>,
 }
 
 const MIB: u64 = 1024 * 1024;
-
-/// CPU seconds (user + system) the process has used, from /proc (Linux).
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is parenthesised and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
 
 struct S3Server {
     _child: tokio::process::Child,

@@ -80,6 +80,7 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
                     format!("{}/v1/ws", a.base.replacen("http", "ws", 1)),
                     f,
                     args.window,
+                    None,
                 ))
             })
             .collect();

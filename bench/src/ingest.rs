@@ -33,6 +33,37 @@ pub struct Args {
     /// `MESHRELAY_DATABASE_URL` for the node (default: SQLite in its data dir).
     #[arg(long)]
     database_url: Option<String>,
+    /// Serve TLS (a self-signed certificate made for the run) and publish over WSS.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// A self-signed certificate for 127.0.0.1 in `dir`, the node's variables
+/// for it, and a WebSocket connector that trusts it.
+pub(crate) fn self_signed(
+    dir: &Path,
+) -> anyhow::Result<(Vec<(&'static str, String)>, tokio_tungstenite::Connector)> {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let (cert, key) = (dir.join("bench.crt"), dir.join("bench.key"));
+    std::fs::write(&cert, made.cert.pem())?;
+    std::fs::write(&key, made.signing_key.serialize_pem())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((
+        vec![
+            ("MESHRELAY_TLS_CERT_FILE", cert.display().to_string()),
+            ("MESHRELAY_TLS_KEY_FILE", key.display().to_string()),
+        ],
+        tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config)),
+    ))
 }
 
 /// Pre-sign every publisher's frames so signing is not measured.
@@ -78,8 +109,9 @@ pub(crate) async fn publisher(
     url: String,
     frames: Vec<(String, String)>,
     window: usize,
+    tls: Option<tokio_tungstenite::Connector>,
 ) -> anyhow::Result<Vec<f64>> {
-    let (ws, _) = tokio_tungstenite::connect_async(&url).await?;
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, false, tls).await?;
     let (mut tx, mut rx) = ws.split();
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(frames.len());
     let mut latencies = Vec::with_capacity(frames.len());
@@ -119,12 +151,13 @@ async fn one_run(
     node: &Node,
     frames: Vec<Vec<(String, String)>>,
     window: usize,
+    tls: &Option<tokio_tungstenite::Connector>,
 ) -> anyhow::Result<RunResult> {
     let total: usize = frames.iter().map(Vec::len).sum();
     let started = Instant::now();
     let tasks: Vec<_> = frames
         .into_iter()
-        .map(|f| tokio::spawn(publisher(node.ws_url(), f, window)))
+        .map(|f| tokio::spawn(publisher(node.ws_url(), f, window, tls.clone())))
         .collect();
     let mut latencies_ms = Vec::with_capacity(total);
     for t in tasks {
@@ -143,6 +176,13 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
     if let Some(url) = &args.database_url {
         vars.push(("MESHRELAY_DATABASE_URL", url.clone()));
     }
+    let certs = tempfile::tempdir()?;
+    let mut tls = None;
+    if args.tls {
+        let (tls_vars, connector) = self_signed(certs.path())?;
+        vars.extend(tls_vars);
+        tls = Some(connector);
+    }
     let node = Node::start(bin, &vars).await?;
     // Warm-up: connections, caches, the database's first pages.
     let warm = presign(
@@ -151,14 +191,18 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
         args.content_bytes,
         0,
     );
-    one_run(&node, warm, args.window).await?;
+    one_run(&node, warm, args.window, &tls).await?;
 
     let mut rates = Vec::new();
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
+    let mut cpu_us = Vec::new();
     for run in 1..=runs.max(1) {
         let frames = presign(args.publishers, args.per_publisher, args.content_bytes, run);
-        let r = one_run(&node, frames, args.window).await?;
+        let cpu0 = node.cpu_secs().unwrap_or(0.0);
+        let r = one_run(&node, frames, args.window, &tls).await?;
+        let cpu = node.cpu_secs().unwrap_or(0.0) - cpu0;
+        cpu_us.push(cpu * 1e6 / (args.publishers * args.per_publisher) as f64);
         eprintln!(
             "ingest run {run}: {:.0} payloads/s, p50 {:.1} ms, p99 {:.1} ms",
             r.rate,
@@ -183,6 +227,8 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
         "payloads_per_sec": rate,
         "p50_ms": spread(&p50),
         "p99_ms": spread(&p99),
+        "transport": if args.tls { "wss" } else { "ws" },
+        "node_cpu_us_per_payload": spread(&cpu_us),
         "node_rss_kib_after": rss,
     });
     println!("{out}");

@@ -56,15 +56,20 @@ impl Node {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
+        let tls = vars.iter().any(|(k, _)| *k == "MESHRELAY_TLS_CERT_FILE");
         let node = Node {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
             admin,
             _dir: dir,
         };
+        // Readiness only; the scenarios trust the certificates they made.
+        let probe = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", node.base)).await {
+            if let Ok(r) = probe.get(format!("{}/readyz", node.base)).send().await {
                 if r.status() == 200 {
                     return Ok(node);
                 }
@@ -79,7 +84,16 @@ impl Node {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("{}/v1/ws", self.base.replacen("http://", "ws://", 1))
+        let ws = match self.base.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => self.base.replacen("http://", "ws://", 1),
+        };
+        format!("{ws}/v1/ws")
+    }
+
+    /// CPU seconds (user + system) the node process has used (Linux).
+    pub fn cpu_secs(&self) -> Option<f64> {
+        cpu_secs(self.child.id()?)
     }
 
     /// Resident set size of the node process, in KiB (Linux).
@@ -113,4 +127,15 @@ impl Node {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         Ok(())
     }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc (Linux), in
+/// clock ticks of 10 ms.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is parenthesised and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }

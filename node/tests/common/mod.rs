@@ -134,7 +134,7 @@ pub async fn pg_schema(prefix: &str) -> (meshrelay_store::Store, String, String)
 /// The `s3s-fs` server binary (a real S3-compatible server from crates.io,
 /// which `.ci/run` installs).
 pub fn s3s_fs() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("MESHRELAY_TEST_S3S_FS") {
+    if let Ok(p) = std::env::var("S3S_FS_BIN") {
         return p.into();
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
@@ -144,7 +144,7 @@ pub fn s3s_fs() -> std::path::PathBuf {
     }
     panic!(
         "the S3 blob tests need the s3s-fs server: `cargo install s3s-fs --version 0.14.1 --features binary \
-         --locked --root ~/.cache/meshrelay-tools` (what .ci/run does), or set MESHRELAY_TEST_S3S_FS"
+         --locked --root ~/.cache/meshrelay-tools` (what .ci/run does), or set S3S_FS_BIN"
     );
 }
 
