@@ -44,10 +44,12 @@ stat -c '%A %U:%G %n' "$root/usr/local/bin/meshrelay" "$root/etc/meshrelay" \
 [[ "$(stat -c '%G %a' "$root/etc/meshrelay/meshrelay.toml")" == "meshrelay 640" ]]
 
 echo "--- systemd-analyze verify of the installed units"
-mkdir -p "$root/usr/lib/systemd"
+mkdir -p "$root/usr/lib/systemd" "$root/usr/bin"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
+# ExecReload's kill, which verify looks for under the root too.
+install -m 0755 /usr/bin/kill "$root/usr/bin/kill"
 systemd-analyze verify --root="$root" meshrelay.service
-rm -rf "$root/usr/lib/systemd"
+rm -rf "$root/usr/lib/systemd" "$root/usr/bin/kill"
 
 echo "--- a node from the installed settings, as the meshrelay user"
 setpriv --reuid=meshrelay --regid=meshrelay --clear-groups -- "$root/usr/local/bin/meshrelay" serve \

@@ -142,6 +142,35 @@ async fn clients_speak_https_and_wss_and_plain_http_is_refused() {
     assert_eq!(listeners, ["public", "admin"]);
     let not_after = certs[0]["not_after"].as_i64().unwrap();
     assert!(certs[0]["days_left"].as_i64().unwrap() > 14, "{stats}");
+    // Signing in to the dashboard over HTTPS: the session cookie is Secure.
+    let no_redirect = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = no_redirect
+        .get(format!("{}/admin/", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = page
+        .split("name=\"form\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in form's token");
+    let signed_in = no_redirect
+        .post(format!("{}/admin/login", app.admin))
+        .form(&[("form", form), ("token", app.admin_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+
     let metrics = https
         .get(format!("{}/metrics", app.base))
         .send()
