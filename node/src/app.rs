@@ -31,6 +31,8 @@ pub struct Application {
     checkpointer: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// Printed once the node is serving, when this start generated it.
     new_admin_token: Option<(String, std::path::PathBuf)>,
+    /// SQLite: the lock that keeps a second process off the database.
+    _sqlite_lock: Option<std::fs::File>,
 }
 
 impl Application {
@@ -38,6 +40,7 @@ impl Application {
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         crate::data_dir::prepare(&settings.data_dir)?;
         crate::data_dir::prepare_sqlite(&settings.database_url)?;
+        let sqlite_lock = crate::data_dir::lock_sqlite(&settings.database_url)?;
         let tls = crate::tls::Certificates::load(&settings.tls)?;
         settings.federation.peer_roots = crate::tls::peer_roots(&settings.tls)?;
         let node_key = Arc::new(crate::node_key::load_or_create(&settings.node_key_path())?);
@@ -48,6 +51,18 @@ impl Application {
             .migrate()
             .await
             .context("applying database migrations")?;
+        let ours = node_key.public_hex();
+        let recorded = store
+            .claim_node_key(&ours, meshrelay_protocol::clock::now_secs())
+            .await
+            .context("recording the node key in the database")?;
+        if recorded != ours {
+            anyhow::bail!(
+                "node_key_file {} holds the key of node {ours}, but this database belongs to node \
+                 {recorded}: the processes of one node share one node_key_file (PROTOCOL.md 8.1)",
+                settings.node_key_path().display()
+            );
+        }
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("binding listen address {}", settings.listen))?;
@@ -124,6 +139,7 @@ impl Application {
             writer_task,
             checkpointer,
             new_admin_token: generated.then_some((admin_token, token_path)),
+            _sqlite_lock: sqlite_lock,
         })
     }
 

@@ -40,6 +40,36 @@ pub fn prepare_sqlite(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// PROTOCOL.md 8.1: on SQLite one process serves a database. Takes an
+/// exclusive lock on `<database>.lock` for as long as the returned file is
+/// held (the kernel drops it when the process ends, `kill -9` included); a
+/// second process on the same database is refused, naming the file.
+pub fn lock_sqlite(database_url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = sqlite_path(database_url) else {
+        return Ok(None);
+    };
+    let lock_path = with_suffix(&path, ".lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the SQLite database {} is in use by another meshrelay process (it holds {}); \
+             one process serves a SQLite database: several processes need PostgreSQL",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
+}
+
 /// The file of `sqlite://path?options` (`sqlite::memory:` has none).
 fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url

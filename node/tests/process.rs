@@ -321,13 +321,36 @@ async fn two_nodes_on_one_postgres_database_run_each_tick_of_a_job_once() {
     let store = meshrelay_store::Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // One node: both processes share its key (PROTOCOL.md 8.1).
+    let key_file = dir_a.path().join("shared-node.key");
+    let key_file = key_file.to_str().unwrap();
     let vars = [
         ("MESHRELAY_DATABASE_URL", url.as_str()),
         ("MESHRELAY_PRUNE_SCHEDULE", "* * * * * *"),
         ("MESHRELAY_JOB_HISTORY", "1000"),
+        ("MESHRELAY_NODE_KEY_FILE", key_file),
     ];
     let a = Node::start(dir_a.path(), &vars).await;
     let b = Node::start(dir_b.path(), &vars).await;
+    // A process with a key of its own is another node: it refuses to start.
+    let dir_c = tempfile::tempdir().unwrap();
+    let out = command(dir_c.path())
+        .arg("serve")
+        .env("MESHRELAY_DATABASE_URL", &url)
+        .env("MESHRELAY_LISTEN", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours = std::fs::read_to_string(key_file).unwrap();
+    let ours = meshrelay_protocol::NodeKey::from_seed_hex(ours.trim())
+        .unwrap()
+        .public_hex();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("node_key_file") && err.contains(&ours) && err.contains("belongs to node"),
+        "{err}"
+    );
     tokio::time::sleep(Duration::from_millis(5500)).await;
     a.signal("-TERM");
     b.signal("-TERM");
@@ -629,4 +652,28 @@ async fn the_cli_reaches_an_https_relay_with_meshrelay_ca_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello"));
+}
+
+#[tokio::test]
+async fn a_second_process_on_one_sqlite_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Node::start(dir.path(), &[]).await;
+    let out = command(dir.path())
+        .arg("serve")
+        .env("MESHRELAY_LISTEN", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("in use by another meshrelay process") && err.contains("meshrelay.db"),
+        "{err}"
+    );
+    // Once the first has gone, even by kill -9, the database is free again.
+    first.signal("-KILL");
+    let _ = first.wait().await;
+    let again = Node::start(dir.path(), &[]).await;
+    again.signal("-TERM");
+    assert!(again.wait().await.success());
 }

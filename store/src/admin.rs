@@ -169,3 +169,20 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Record `node_key` as the key this database belongs to, unless one is
+    /// recorded already; returns the recorded one (PROTOCOL.md 8.1).
+    pub async fn claim_node_key(&self, node_key: &str, now_secs: i64) -> Result<String> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("INSERT INTO node_identity (id, node_key, recorded_at) VALUES (1, ");
+            let mut sep = qb.separated(", ");
+            sep.push_bind(node_key.to_string()).push_bind(now_secs);
+            qb.push(") ON CONFLICT (id) DO NOTHING");
+            qb.build().execute(p).await?;
+            Ok(sqlx::query_scalar("SELECT node_key FROM node_identity WHERE id = 1")
+                .fetch_one(p)
+                .await?)
+        })
+    }
+}

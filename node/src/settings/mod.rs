@@ -62,6 +62,7 @@ struct Raw {
     admin_tls_cert_file: Option<PathBuf>,
     admin_tls_key_file: Option<PathBuf>,
     peer_ca_file: Option<PathBuf>,
+    node_key_file: Option<PathBuf>,
     blob_store: String,
     max_blob_bytes: u64,
     blob_quota_bytes: u64,
@@ -128,6 +129,7 @@ impl Default for Raw {
             admin_tls_cert_file: None,
             admin_tls_key_file: None,
             peer_ca_file: None,
+            node_key_file: None,
             blob_store: "fs".into(),
             max_blob_bytes: 16 * 1024 * 1024,
             blob_quota_bytes: 256 * 1024 * 1024,
@@ -205,6 +207,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Certificates of the listeners and the extra CA for peers (PROTOCOL.md 8).
     pub tls: Tls,
+    /// `node_key_file`; `None` for the default, `data_dir/node.key`.
+    pub node_key_file: Option<PathBuf>,
     pub blob_store: String,
     /// The `AWS_*` variables of the same environment the settings came
     /// from, for `blob_store = "s3://..."` (credentials, region, endpoint).
@@ -538,6 +542,7 @@ impl Settings {
                 admin_key_file: raw.admin_tls_key_file.clone(),
                 peer_ca_file: raw.peer_ca_file.clone(),
             },
+            node_key_file: raw.node_key_file.clone(),
             blob_store: raw.blob_store,
             blobs,
             aws: AwsVars::default(),
@@ -556,7 +561,9 @@ impl Settings {
 
     /// The node key file: generated once, then reused.
     pub fn node_key_path(&self) -> PathBuf {
-        self.data_dir.join("node.key")
+        self.node_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("node.key"))
     }
 
     /// Frames queued for one WebSocket before it counts as a slow consumer:

@@ -159,6 +159,12 @@ fn every_flat_setting_works_as_a_key_and_as_a_variable() {
             "/etc/m/ak.pem",
             |s| s.tls.admin_key_file.as_deref() == Some(std::path::Path::new("/etc/m/ak.pem")),
         ),
+        (
+            "node_key_file",
+            "\"/etc/m/node.key\"",
+            "/etc/m/node.key",
+            |s| s.node_key_path() == std::path::Path::new("/etc/m/node.key"),
+        ),
         ("peer_ca_file", "\"/etc/m/ca.pem\"", "/etc/m/ca.pem", |s| {
             s.tls.peer_ca_file.as_deref() == Some(std::path::Path::new("/etc/m/ca.pem"))
         }),
