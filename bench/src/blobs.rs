@@ -11,7 +11,7 @@ use meshrelay_client::RelayClient;
 use meshrelay_protocol::NodeKey;
 use serde_json::json;
 
-use crate::node::{cpu_secs, Node};
+use crate::node::{cpu_secs, status_kib, Node};
 use crate::stats::spread;
 
 #[derive(Debug, clap::Args)]
@@ -105,7 +105,7 @@ pub async fn run(node_bin: &Path, runs: usize, args: Args) -> anyhow::Result<()>
                     let peak = peak.clone();
                     tokio::spawn(async move {
                         loop {
-                            if let Some(kib) = rss_of(pid) {
+                            if let Some(kib) = status_kib(pid, "VmRSS:") {
                                 peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
                             }
                             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -150,15 +150,4 @@ pub async fn run(node_bin: &Path, runs: usize, args: Args) -> anyhow::Result<()>
         node.stop().await?;
     }
     Ok(())
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
