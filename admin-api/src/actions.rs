@@ -215,7 +215,11 @@ pub async fn remove_blob(
     let detail = match &before {
         None => Some("not held: refused from now on".to_string()),
         Some(r) if r.removed_at.is_some() => Some("already removed".to_string()),
-        Some(r) => Some(format!("{} bytes, {} references", r.size, r.references)),
+        Some(r) => Some(format!(
+            "{} bytes, {} references",
+            r.size,
+            r.references.unwrap_or(0)
+        )),
     };
     audit(
         ctx,

@@ -28,8 +28,11 @@ pub struct BlobRecord {
     pub created_at: i64,
     /// Unix seconds; set for a blob an operator removed (its bytes are gone).
     pub removed_at: Option<i64>,
-    /// Visible payloads whose `["b", sha256]` tag names it.
-    pub references: i64,
+    /// Visible payloads whose `["b", sha256]` tag names it; `None` where
+    /// they were not counted (`blob`, which serves every GET: counting a
+    /// popular blob's references on each download would cost as much as
+    /// it has references).
+    pub references: Option<i64>,
 }
 
 /// What `insert_blob` did.
@@ -69,7 +72,13 @@ fn referenced(pg: bool) -> String {
     REFERENCED.replace("BLOBTYPE", if pg { "BYTEA" } else { "BLOB" })
 }
 
-fn columns(pg: bool) -> String {
+/// The record's columns; with `count`, its references counted too.
+fn columns(pg: bool, count: bool) -> String {
+    if !count {
+        return "SELECT b.sha256, b.size, b.type, b.uploader, b.created_at, b.removed_at, \
+                CAST(NULL AS BIGINT) AS \"references\" FROM blobs b"
+            .to_string();
+    }
     format!(
         "SELECT b.sha256, b.size, b.type, b.uploader, b.created_at, b.removed_at, \
          (SELECT COUNT(*) FROM payload_tags t JOIN payloads p ON p.rid = t.rid \
@@ -85,9 +94,15 @@ impl Store {
         self.backend() == crate::Backend::Postgres
     }
 
-    /// The record of one blob, held or removed.
+    /// The record of one blob, held or removed, without its references.
     pub async fn blob(&self, sha256: &str) -> Result<Option<BlobRecord>> {
-        let sql = format!("{} WHERE b.sha256 = $1", columns(self.is_pg()));
+        let sql = format!("{} WHERE b.sha256 = $1", columns(self.is_pg(), false));
+        with_pool!(self, p => Ok(sqlx::query_as(&sql).bind(sha256).fetch_optional(p).await?))
+    }
+
+    /// The record of one blob with its references counted (the admin API).
+    pub async fn blob_with_references(&self, sha256: &str) -> Result<Option<BlobRecord>> {
+        let sql = format!("{} WHERE b.sha256 = $1", columns(self.is_pg(), true));
         with_pool!(self, p => Ok(sqlx::query_as(&sql).bind(sha256).fetch_optional(p).await?))
     }
 
@@ -117,7 +132,7 @@ impl Store {
         quota: Option<i64>,
         now_secs: i64,
     ) -> Result<BlobInsert> {
-        let existing = columns(self.is_pg()) + " WHERE b.sha256 = $1";
+        let existing = columns(self.is_pg(), false) + " WHERE b.sha256 = $1";
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             if let (true, Some(up)) = (self.is_pg(), uploader) {
@@ -181,7 +196,7 @@ impl Store {
     /// mirroring are refused), also one never held. Returns the record as it
     /// was, `None` when none existed; the caller deletes the bytes.
     pub async fn remove_blob(&self, sha256: &str, now_secs: i64) -> Result<Option<BlobRecord>> {
-        let before = self.blob(sha256).await?;
+        let before = self.blob_with_references(sha256).await?;
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             sqlx::query(
@@ -210,7 +225,7 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<BlobRecord>> {
-        let cols = columns(self.is_pg());
+        let cols = columns(self.is_pg(), true);
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new(cols);
             qb.push(" WHERE 1 = 1");

@@ -114,7 +114,151 @@ on_both_backends!(
     samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_state,
     closing_the_writer_commits_what_was_queued_and_refuses_the_rest,
     the_database_refuses_a_state_that_is_not_one,
+    blob_records_keep_quota_references_removal_and_the_mirror_queue,
+    the_first_node_key_is_recorded_and_kept,
 );
+
+async fn blob_records_keep_quota_references_removal_and_the_mirror_queue(store: &Store) {
+    use meshrelay_store::BlobInsert;
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let up = "0f".repeat(32);
+    let insert = |sha: String, size: i64, quota: Option<i64>| {
+        let up = up.clone();
+        async move {
+            store
+                .insert_blob(&sha, size, "image/png", Some(&up), quota, 100)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        insert(a.clone(), 600, Some(1000)).await,
+        BlobInsert::Inserted
+    );
+    // Filling the quota exactly is allowed; one byte more is not.
+    assert_eq!(
+        insert(b.clone(), 400, Some(1000)).await,
+        BlobInsert::Inserted
+    );
+    assert_eq!(
+        insert(c.clone(), 1, Some(1000)).await,
+        BlobInsert::OverQuota { used: 1000 }
+    );
+    assert!(matches!(
+        insert(a.clone(), 600, Some(1000)).await,
+        BlobInsert::Held(_)
+    ));
+    assert_eq!(store.blob_bytes_of(&up).await.unwrap(), 1000);
+    // Mirrored: no uploader, no quota.
+    assert_eq!(
+        store
+            .insert_blob(&c, 5, "text/plain", None, None, 100)
+            .await
+            .unwrap(),
+        BlobInsert::Inserted
+    );
+
+    // References are the visible payloads that name a blob.
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let p = payload(&key, 1, 50, "pics", vec![vec!["b", &a]]);
+    assert_eq!(put(&w, &p).await, WriteOutcome::Stored { hidden: false });
+    let listed = store.list_blobs(None, None, 10).await.unwrap();
+    let refs: Vec<(String, Option<i64>)> = listed
+        .iter()
+        .map(|r| (r.sha256.clone(), r.references))
+        .collect();
+    assert_eq!(
+        refs,
+        vec![
+            (a.clone(), Some(1)),
+            (b.clone(), Some(0)),
+            (c.clone(), Some(0))
+        ]
+    );
+    assert_eq!(store.blob(&a).await.unwrap().unwrap().references, None);
+    assert_eq!(
+        store
+            .list_blobs(Some(&up), Some(&a), 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "paged after a, this uploader's: b"
+    );
+    let before = 101;
+    let mut loose = store.unreferenced_blobs(before, 10).await.unwrap();
+    loose.sort();
+    assert_eq!(loose, vec![b.clone(), c.clone()]);
+    assert!(
+        !store.delete_unreferenced_blob(&a, before).await.unwrap(),
+        "referenced"
+    );
+    assert!(
+        !store.delete_unreferenced_blob(&b, 100).await.unwrap(),
+        "not past the grace"
+    );
+    assert!(store.delete_unreferenced_blob(&b, before).await.unwrap());
+    let totals = store.blob_totals().await.unwrap();
+    assert_eq!((totals.count, totals.bytes, totals.removed), (2, 605, 0));
+
+    // A removed blob stays as a tombstone; one never held can be removed too.
+    let d = "d".repeat(64);
+    assert!(store.remove_blob(&a, 200).await.unwrap().is_some());
+    assert!(store.remove_blob(&d, 200).await.unwrap().is_none());
+    assert_eq!(
+        insert(a.clone(), 600, Some(10_000)).await,
+        BlobInsert::Removed
+    );
+    assert_eq!(
+        insert(d.clone(), 1, Some(10_000)).await,
+        BlobInsert::Removed
+    );
+    assert_eq!(store.blob_totals().await.unwrap().removed, 2);
+
+    // The mirror queue: claimed under a lease, retried, dropped.
+    let peer_key = "ee".repeat(32);
+    let from_peer = payload(&key, 2, 60, "pics", vec![vec!["b", &"f".repeat(64)]]);
+    let out = w
+        .write(
+            Arc::new(from_peer.clone()),
+            from_peer.to_json().into(),
+            Some(peer_key.clone()),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, WriteOutcome::Stored { hidden: false });
+    let now = meshrelay_store::clock::now_ms() + 1000;
+    let claimed = store.claim_blob_fetches(now, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].sha256.as_str(), claimed[0].peer.as_str()),
+        ("f".repeat(64).as_str(), peer_key.as_str())
+    );
+    assert!(
+        store
+            .claim_blob_fetches(now, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    store
+        .retry_blob_fetch(&claimed[0], now, "503")
+        .await
+        .unwrap();
+    let again = store.claim_blob_fetches(now, 60_000, 10).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    store.drop_blob_fetch(&again[0]).await.unwrap();
+    assert_eq!(store.blob_totals().await.unwrap().fetches_pending, 0);
+}
+
+async fn the_first_node_key_is_recorded_and_kept(store: &Store) {
+    let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+    assert_eq!(store.claim_node_key(&a, 1).await.unwrap(), a);
+    assert_eq!(store.claim_node_key(&b, 2).await.unwrap(), a);
+}
 
 async fn closing_the_writer_commits_what_was_queued_and_refuses_the_rest(store: &Store) {
     let (w, task) = Writer::spawn(store.clone(), WriterConfig::default());

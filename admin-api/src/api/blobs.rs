@@ -52,7 +52,7 @@ impl From<BlobRecord> for BlobView {
             content_type: r.content_type,
             uploader: r.uploader,
             created_at: r.created_at,
-            references: r.references,
+            references: r.references.unwrap_or(0),
             removed: r.removed_at.is_some(),
         }
     }

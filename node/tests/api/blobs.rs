@@ -666,13 +666,13 @@ async fn a_peer_s_payload_makes_the_node_mirror_its_blobs_but_never_removed_ones
     let rec = b
         .state
         .store
-        .blob(&blob_name(&wanted))
+        .blob_with_references(&blob_name(&wanted))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         (rec.uploader, rec.size, rec.references),
-        (None, wanted.len() as i64, 1)
+        (None, wanted.len() as i64, Some(1))
     );
     // The removed one stays removed: nothing was fetched, nothing is queued.
     tokio::time::sleep(Duration::from_secs(2)).await;
