@@ -47,6 +47,8 @@ try {
   check(audit.includes('approve') && audit.includes('dashboard'), 'the audit log shows the approval');
   check(await page.locator('#charts svg, #charts p').count() >= 2, 'both charts are drawn');
   check(await page.locator('#jobs tr[data-job=sync]').count() === 1, 'the jobs table lists sync');
+  check(await page.locator('#jobs tr[data-job=blob_gc]').count() === 1, 'the jobs table lists blob_gc');
+  check((await page.textContent('#health')).includes('Blobs (fs)'), 'the health cards show the blobs');
   check(await page.locator(`#communities code[title="${COMMUNITY}"]`).count() === 1,
     'the communities table lists the community');
 
