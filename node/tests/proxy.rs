@@ -11,13 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{free_port, Node, TestCa};
-use futures_util::{SinkExt, StreamExt};
 use meshrelay_federation::httpsig;
-use meshrelay_protocol::payload::Draft;
-use meshrelay_protocol::{NodeKey, Payload};
-use serde_json::{json, Value};
+use meshrelay_protocol::NodeKey;
+use serde_json::Value;
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::Message;
 
 fn example(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -148,59 +145,9 @@ async fn through(ca: &TestCa, public: &str) {
         .unwrap();
     assert_eq!(info["url"], public);
 
-    let wss = format!("{}/v1/ws", public.replacen("https://", "wss://", 1));
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-        wss,
-        None,
-        false,
-        Some(tokio_tungstenite::Connector::Rustls(
-            ca.client_config_http1(),
-        )),
-    )
-    .await
-    .unwrap();
-    ws.send(Message::text(
-        json!({"op": "subscribe", "sub": "s", "filters": [{"channels": ["proxy/*"]}]}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let key = NodeKey::generate();
-    let p = Payload::sign(
-        &key,
-        Draft {
-            seq: 1,
-            prev: None,
-            created_at: meshrelay_protocol::clock::now_secs() as u64,
-            kind: "post".into(),
-            channel: "proxy/test".into(),
-            tags: vec![],
-            content: "through the proxy".into(),
-        },
-    );
-    let mut published = false;
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame through the proxy")
-            .unwrap()
-            .unwrap();
-        let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-        if v["op"] == "eose" && !published {
-            let r = https
-                .post(format!("{public}/v1/payloads"))
-                .body(p.to_json())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-            published = true;
-        }
-        if v["op"] == "payload" {
-            assert_eq!(v["payload"]["id"], p.id.as_str());
-            break;
-        }
-    }
+    ca.wss_receives_what_https_publishes(public, "proxy").await;
 
+    let key = NodeKey::generate();
     // A signed upload: its @target-uri is the proxy's URL, as public_url says.
     let bytes = vec![42u8; 3 * 1024 * 1024];
     let name = meshrelay_client::blob_name(&bytes);

@@ -5,11 +5,9 @@
 //! match. The SIGHUP reload under an open WebSocket runs against the real
 //! binary in `tests/process.rs`.
 
-use futures_util::{SinkExt, StreamExt};
 use meshrelay::{Application, Settings};
 use meshrelay_protocol::NodeKey;
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::Value;
 
 use crate::admin::eventually;
 use crate::common::TestCa;
@@ -77,52 +75,7 @@ async fn clients_speak_https_and_wss_and_plain_http_is_refused() {
     assert!(reqwest::get(format!("{}/v1/info", app.base)).await.is_err());
 
     // WSS: subscribe, publish over HTTPS, receive.
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-        format!("wss://{addr}/v1/ws"),
-        None,
-        false,
-        Some(tokio_tungstenite::Connector::Rustls(
-            ca.client_config_http1(),
-        )),
-    )
-    .await
-    .unwrap();
-    ws.send(Message::text(
-        json!({"op": "subscribe", "sub": "s", "filters": [{"channels": ["tls/*"]}]}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let key = NodeKey::generate();
-    let p = signed(&key, 1, None, "tls/test", "over wss");
-    let mut live = None;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut published = false;
-    while live.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no payload over wss"
-        );
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-        if v["op"] == "eose" && !published {
-            let r = https
-                .post(format!("{}/v1/payloads", app.base))
-                .body(p.to_json())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-            published = true;
-        }
-        if v["op"] == "payload" {
-            live = Some(v);
-        }
-    }
-    assert_eq!(live.unwrap()["payload"]["id"], p.id.as_str());
+    ca.wss_receives_what_https_publishes(&app.base, "tls").await;
 
     // The admin listener has its own pair; both expiries are reported.
     let stats: Value = https

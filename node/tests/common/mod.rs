@@ -307,6 +307,58 @@ impl TestCa {
         )
     }
 
+    /// Over `base` (`https://…`): subscribe over WSS, publish one payload
+    /// over HTTPS once the stored matches are done, and receive it live.
+    pub async fn wss_receives_what_https_publishes(&self, base: &str, channel: &str) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let wss = format!("{}/v1/ws", base.replacen("https://", "wss://", 1));
+        let connector = tokio_tungstenite::Connector::Rustls(self.client_config_http1());
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(wss, None, false, Some(connector))
+                .await
+                .unwrap();
+        let subscribe = serde_json::json!({"op": "subscribe", "sub": "s", "filters": [{"channels": [format!("{channel}/*")]}]});
+        ws.send(Message::text(subscribe.to_string())).await.unwrap();
+        let key = meshrelay_protocol::NodeKey::generate();
+        let p = meshrelay_protocol::Payload::sign(
+            &key,
+            meshrelay_protocol::payload::Draft {
+                seq: 1,
+                prev: None,
+                created_at: meshrelay_protocol::clock::now_secs() as u64,
+                kind: "post".into(),
+                channel: format!("{channel}/test"),
+                tags: vec![],
+                content: "over wss".into(),
+            },
+        );
+        let mut published = false;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("a frame over wss")
+                .unwrap()
+                .unwrap();
+            let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+            if v["op"] == "eose" && !published {
+                let r = self
+                    .http_client()
+                    .post(format!("{base}/v1/payloads"))
+                    .body(p.to_json())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                published = true;
+            }
+            if v["op"] == "payload" {
+                assert_eq!(v["payload"]["id"], p.id.as_str());
+                return;
+            }
+        }
+    }
+
     /// A reqwest client trusting this CA.
     pub fn http_client(&self) -> reqwest::Client {
         reqwest::Client::builder()
