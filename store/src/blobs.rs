@@ -241,14 +241,18 @@ impl Store {
     }
 
     /// Held blobs older than `created_before` (Unix seconds) that no visible
-    /// payload references, at most `limit`.
-    pub async fn unreferenced_blobs(&self, created_before: i64, limit: u32) -> Result<Vec<String>> {
+    /// payload references, at most `limit`: `(sha256, size)`.
+    pub async fn unreferenced_blobs(
+        &self,
+        created_before: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>> {
         let sql = format!(
-            "SELECT b.sha256 FROM blobs b WHERE b.removed_at IS NULL AND b.created_at < $1 \
+            "SELECT b.sha256, b.size FROM blobs b WHERE b.removed_at IS NULL AND b.created_at < $1 \
              AND NOT {} ORDER BY b.created_at LIMIT $2",
             referenced(self.is_pg())
         );
-        with_pool!(self, p => Ok(sqlx::query_scalar(&sql)
+        with_pool!(self, p => Ok(sqlx::query_as(&sql)
             .bind(created_before)
             .bind(i64::from(limit))
             .fetch_all(p)

@@ -189,7 +189,7 @@ async fn blob_records_keep_quota_references_removal_and_the_mirror_queue(store: 
     let before = 101;
     let mut loose = store.unreferenced_blobs(before, 10).await.unwrap();
     loose.sort();
-    assert_eq!(loose, vec![b.clone(), c.clone()]);
+    assert_eq!(loose, vec![(b.clone(), 400), (c.clone(), 5)]);
     assert!(
         !store.delete_unreferenced_blob(&a, before).await.unwrap(),
         "referenced"

@@ -25,19 +25,18 @@ pub fn job(store: meshrelay_store::Store, blobs: Arc<BlobService>) -> meshrelay_
             let before = clock::now_secs() - blobs.settings.grace_secs as i64;
             let (mut deleted, mut bytes) = (0u64, 0i64);
             for _ in 0..ROUNDS {
-                let names = store.unreferenced_blobs(before, PER_ROUND).await?;
-                if names.is_empty() {
+                let found = store.unreferenced_blobs(before, PER_ROUND).await?;
+                if found.is_empty() {
                     break;
                 }
                 let mut progressed = false;
-                for name in &names {
-                    let size = store.blob(name).await?.map_or(0, |r| r.size);
+                for (name, size) in &found {
                     // Checked again in its own transaction: a payload naming
                     // it may have arrived since the list was made.
                     if store.delete_unreferenced_blob(name, before).await? {
                         blobs.storage.delete(name).await?;
                         deleted += 1;
-                        bytes += size;
+                        bytes += *size;
                         progressed = true;
                     }
                 }
