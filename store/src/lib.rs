@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 
 pub mod admin;
 pub mod blobs;
+pub mod cluster;
 pub mod communities;
 pub use meshrelay_protocol::clock;
 pub mod federation;
@@ -116,6 +117,12 @@ impl Store {
     /// created when missing and run in WAL mode with `synchronous=FULL`, so a
     /// committed write survives `kill -9` and power loss alike.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_sized(url, 16).await
+    }
+
+    /// Like `connect`, with at most `max_connections` PostgreSQL connections
+    /// in the shared pool (`database_max_connections`; SQLite keeps 8).
+    pub async fn connect_sized(url: &str, max_connections: u32) -> Result<Self> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -136,7 +143,7 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;

@@ -6,67 +6,8 @@ use meshrelay_protocol::payload::Draft;
 use meshrelay_protocol::{Filter, NodeKey, Payload};
 use meshrelay_store::{Cursor, OutboxState, PeerStatus, Store, WriteOutcome, Writer, WriterConfig};
 
-/// A fresh, empty database of one backend, removed again after the test.
-struct TestDb {
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
-    pg_schema: Option<String>,
-}
-
-fn pg_url() -> String {
-    std::env::var("MESHRELAY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-impl TestDb {
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        Self {
-            store,
-            _dir: Some(dir),
-            pg_schema: None,
-        }
-    }
-
-    async fn postgres() -> Self {
-        let schema = format!("meshrelay_test_{}", hex::encode(rand::random::<[u8; 6]>()));
-        let admin = Store::connect(&pg_url()).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL at {} is needed for the store suite: {e:?}",
-                pg_url()
-            )
-        });
-        admin
-            .execute_raw(&format!("CREATE SCHEMA {schema}"))
-            .await
-            .unwrap();
-        admin.close().await;
-        let sep = if pg_url().contains('?') { '&' } else { '?' };
-        let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        Self {
-            store,
-            _dir: None,
-            pg_schema: Some(schema),
-        }
-    }
-
-    async fn finish(self) {
-        self.store.close().await;
-        if let Some(schema) = self.pg_schema {
-            let admin = Store::connect(&pg_url()).await.unwrap();
-            admin
-                .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
-                .await
-                .unwrap();
-            admin.close().await;
-        }
-    }
-}
+mod common;
+use common::TestDb;
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {

@@ -3,17 +3,15 @@
 //! them. Each step is written once and compiled for both backends.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 
 use meshrelay_protocol::Payload;
-use sqlx::{QueryBuilder, Transaction};
+use sqlx::Transaction;
 
 use super::community::{root_of, Cache, Governed};
-use super::Job;
+use super::shared::{lock_names, Shared};
+use super::steps::Steps;
+use super::{Job, WriterConfig};
 use crate::{with_pool, BeginWrite, Result, Store, WriteOutcome};
-
-/// Rows per multi-row INSERT, kept well under both backends' bind limits.
-const ROWS_PER_INSERT: usize = 500;
 
 /// The submissions of a batch that may be stored: the first submission of
 /// each id (in batch order), and the authors among them.
@@ -41,15 +39,23 @@ pub(super) async fn commit(
     store: &Store,
     batch: &[Job],
     cache: &mut Cache,
-    mirror_blobs: bool,
+    config: &WriterConfig,
 ) -> Result<Vec<WriteOutcome>> {
     let Plan { first, authors } = plan(batch.iter().map(|j| &*j.payload));
+    let roots: HashSet<&str> = first
+        .iter()
+        .filter_map(|&i| root_of(&batch[i].payload))
+        .collect();
+    let locks = lock_names(authors.iter().copied(), roots.into_iter());
     // Every submission not stored below is a duplicate: of an earlier one in
     // this batch, or of a row already held; its first storage time is filled
     // in after the commit.
     let mut outcomes = vec![WriteOutcome::Duplicate { received_at: None }; batch.len()];
     with_pool!(store, pool => {
         let mut tx = pool.begin_write().await?;
+        // Other processes' writers: a delete and its target, and the
+        // governance of one community, are never judged in parallel.
+        Shared::lock_names(&mut tx, &locks).await?;
         let blocked = Steps::blocked_among(&mut tx, &authors).await?;
         let ids: Vec<&str> = first.iter().map(|&i| batch[i].payload.id.as_str()).collect();
         // A purged hidden payload is refused as a duplicate (PROTOCOL.md 2.3).
@@ -70,19 +76,24 @@ pub(super) async fn commit(
             .collect();
         // PROTOCOL.md 9.4: after the duplicate check, each community payload
         // is authorized at its place, or refused.
-        let (governed, forbidden) = admit(&mut tx, &candidates, cache).await?;
+        let (mut governed, forbidden) = admit(&mut tx, &candidates, cache).await?;
         let candidates: Vec<&Job> = candidates
             .into_iter()
             .filter(|j| !forbidden.contains_key(j.payload.id.as_str()))
             .collect();
-        let inserted = Steps::insert_payloads(&mut tx, &candidates).await?;
+        // In id order: two processes inserting the same ids take the unique
+        // index's row locks in the same order.
+        let mut by_id = candidates.clone();
+        by_id.sort_unstable_by(|a, b| a.payload.id.cmp(&b.payload.id));
+        let inserted = Steps::insert_payloads(&mut tx, &by_id).await?;
         let stored: Vec<&Payload> = candidates
             .iter()
             .map(|j| &*j.payload)
             .filter(|p| inserted.contains_key(&p.id))
             .collect();
         Steps::insert_tags(&mut tx, &tag_rows(&stored, &inserted)).await?;
-        let deletions = deletion_rows(&stored);
+        let mut deletions = deletion_rows(&stored);
+        deletions.sort_unstable();
         Steps::record_deletions(&mut tx, &deletions).await?;
         // Hide what a delete names, in both orders: new payloads named by an
         // earlier delete, and earlier payloads named by a new delete.
@@ -93,7 +104,7 @@ pub(super) async fn commit(
         if !governed.is_empty() {
             hidden.extend(hold_back(&mut tx, &governed, &stored).await?);
         }
-        let forwards: Vec<(&str, &str, i64)> = candidates
+        let mut forwards: Vec<(&str, &str, i64)> = candidates
             .iter()
             .filter(|j| inserted.contains_key(&j.payload.id) && !hidden.contains(&j.payload.id))
             .flat_map(|j| {
@@ -102,16 +113,18 @@ pub(super) async fn commit(
                     .map(move |(peer, hops)| (peer.as_str(), j.payload.id.as_str(), *hops))
             })
             .collect();
+        forwards.sort_unstable();
         Steps::queue_forwards(&mut tx, &forwards, now).await?;
         // PROTOCOL.md 4.3: blobs a peer's payload names are fetched from that
         // peer; queued with the payload, so a crash cannot lose the fetch.
-        let fetches = if mirror_blobs {
+        let mut fetches = if config.mirror_blobs {
             blob_fetch_rows(candidates.iter().filter(|j| {
                 inserted.contains_key(&j.payload.id) && !hidden.contains(&j.payload.id)
             }))
         } else {
             Vec::new()
         };
+        fetches.sort_unstable();
         Steps::queue_blob_fetches(&mut tx, &fetches, now).await?;
         // When each duplicate was first stored: by this batch, before it, or
         // (for a purged one) as its tombstone says.
@@ -129,6 +142,22 @@ pub(super) async fn commit(
             .into_iter()
             .collect();
         first_stored.extend(Steps::received_at_in(&mut tx, "payloads", &held).await?);
+        for root in governed.changed_roots() {
+            let version = Shared::governance_version(&mut tx, &root).await?;
+            governed.set_version(&root, version);
+        }
+        if let Some(announce) = &config.announce {
+            let mut shown: Vec<i64> = inserted
+                .iter()
+                .filter(|(id, _)| !hidden.contains(*id))
+                .map(|(_, rid)| *rid)
+                .collect();
+            shown.sort_unstable();
+            let messages = crate::cluster::Stored::messages(&announce.instance, &shown, !forwards.is_empty());
+            if !shown.is_empty() {
+                Shared::notify(&mut tx, &announce.channel, &messages).await?;
+            }
+        }
         tx.commit().await?;
         governed.keep(cache);
         for &i in &first {
@@ -160,7 +189,7 @@ pub(super) async fn commit(
 /// Authorize each new community payload among `candidates` at its place
 /// (PROTOCOL.md 9.4), in batch order: the communities touched, and why each
 /// refused payload was refused.
-async fn admit<'j, DB: Steps>(
+async fn admit<'j, DB: Steps + Shared>(
     tx: &mut Transaction<'static, DB>,
     candidates: &[&'j Job],
     cache: &mut Cache,
@@ -181,9 +210,14 @@ async fn admit<'j, DB: Steps>(
         if held.contains_key(&p.id) {
             continue;
         }
-        if !governed.knows(root) && !governed.load_cached(root, cache) {
-            let stored = DB::governance_of(tx, root).await?;
-            governed.load(root, &stored);
+        if !governed.knows(root) {
+            // Another process may have stored governance since the cache
+            // entry was made: on PostgreSQL it is used only when current.
+            let version = DB::governance_version(tx, root).await?;
+            if !governed.load_cached(root, cache, version) {
+                let stored = DB::governance_of(tx, root).await?;
+                governed.load(root, &stored, version);
+            }
         }
         if let Err(why) = governed.admit(root, p) {
             forbidden.insert(p.id.as_str(), why);
@@ -296,294 +330,6 @@ fn deletion_rows<'p>(stored: &[&'p Payload]) -> Vec<(&'p str, &'p str, &'p str)>
         })
         .collect()
 }
-
-/// The steps of a batch's transaction, one implementation per backend from
-/// one body (`impl_steps!`).
-trait Steps: sqlx::Database + Sized {
-    /// The authors among these that the operator blocked.
-    fn blocked_among<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        authors: &'a HashSet<&str>,
-    ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
-
-    /// The ids among these that `table` (`payloads` or `tombstones`) holds,
-    /// with when each was first stored (`None` for a tombstone older than
-    /// that record).
-    fn received_at_in<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        table: &'static str,
-        ids: &'a [&str],
-    ) -> impl Future<Output = Result<HashMap<String, Option<i64>>>> + Send + 'a;
-
-    /// The JSON of every governance payload held of a community (shown or not).
-    fn governance_of<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        root: &'a str,
-    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a;
-
-    /// `(id, author, created_at, kind, channel, held_back)` of every payload
-    /// of a community.
-    #[allow(clippy::type_complexity)]
-    fn community_rows<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        root: &'a str,
-    ) -> impl Future<Output = Result<Vec<(String, String, i64, String, String, bool)>>> + Send + 'a;
-
-    fn set_held_back<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        ids: &'a [String],
-        held_back: bool,
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-
-    /// Insert the payloads not held yet; returns the new ones' `id -> rid`.
-    fn insert_payloads<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        jobs: &'a [&Job],
-    ) -> impl Future<Output = Result<HashMap<String, i64>>> + Send + 'a;
-
-    fn insert_tags<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        rows: &'a [(i64, &str, &str)],
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-
-    fn record_deletions<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        rows: &'a [(&str, &str, &str)],
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-
-    /// Hide those of `ids` that a delete by their own author names; returns them.
-    fn hide_deleted<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        ids: &'a [&str],
-        now_ms: i64,
-    ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'a;
-
-    /// Queue `(sha256, peer)` blob fetches, due now; those queued already stay.
-    fn queue_blob_fetches<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        rows: &'a [(&str, &str)],
-        now_ms: i64,
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-
-    /// Queue `(peer, payload id, hops)` in the outbox, due now.
-    fn queue_forwards<'a>(
-        tx: &'a mut Transaction<'static, Self>,
-        rows: &'a [(&str, &str, i64)],
-        now_ms: i64,
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-}
-
-macro_rules! impl_steps {
-    ($db:ty) => {
-        impl Steps for $db {
-            async fn blocked_among(
-                tx: &mut Transaction<'static, Self>,
-                authors: &HashSet<&str>,
-            ) -> Result<HashSet<String>> {
-                let mut qb = QueryBuilder::new("SELECT author FROM blocked_authors WHERE author IN (");
-                let mut sep = qb.separated(", ");
-                for a in authors {
-                    sep.push_bind(a.to_string());
-                }
-                qb.push(")");
-                let rows = qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?;
-                Ok(rows.into_iter().collect())
-            }
-
-            async fn received_at_in(
-                tx: &mut Transaction<'static, Self>,
-                table: &'static str,
-                ids: &[&str],
-            ) -> Result<HashMap<String, Option<i64>>> {
-                let mut found = HashMap::new();
-                for chunk in ids.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new(format!("SELECT id, received_at FROM {table} WHERE id IN ("));
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.to_string());
-                    }
-                    qb.push(")");
-                    found.extend(
-                        qb.build_query_as::<(String, Option<i64>)>().fetch_all(&mut **tx).await?,
-                    );
-                }
-                Ok(found)
-            }
-
-            async fn governance_of(
-                tx: &mut Transaction<'static, Self>,
-                root: &str,
-            ) -> Result<Vec<String>> {
-                let mut qb = QueryBuilder::new("SELECT json FROM payloads WHERE community = ");
-                qb.push_bind(root.to_string()).push(" AND kind IN (");
-                let mut sep = qb.separated(", ");
-                for k in meshrelay_protocol::community::GOVERNANCE_KINDS {
-                    sep.push_bind(k.to_string());
-                }
-                qb.push(")");
-                Ok(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?)
-            }
-
-            async fn community_rows(
-                tx: &mut Transaction<'static, Self>,
-                root: &str,
-            ) -> Result<Vec<(String, String, i64, String, String, bool)>> {
-                let mut qb = QueryBuilder::new(
-                    "SELECT id, author, created_at, kind, channel, held_back FROM payloads WHERE community = ",
-                );
-                qb.push_bind(root.to_string());
-                Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
-            }
-
-            async fn set_held_back(
-                tx: &mut Transaction<'static, Self>,
-                ids: &[String],
-                held_back: bool,
-            ) -> Result<()> {
-                for chunk in ids.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new("UPDATE payloads SET held_back = ");
-                    qb.push_bind(held_back).push(" WHERE id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.clone());
-                    }
-                    qb.push(")");
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-
-            async fn insert_payloads(
-                tx: &mut Transaction<'static, Self>,
-                jobs: &[&Job],
-            ) -> Result<HashMap<String, i64>> {
-                let mut inserted = HashMap::new();
-                for chunk in jobs.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO payloads (id, author, seq, created_at, kind, channel, json, received_at, source, community) ",
-                    );
-                    qb.push_values(chunk, |mut b, j| {
-                        let p = &j.payload;
-                        b.push_bind(p.id.clone())
-                            .push_bind(p.author.clone())
-                            .push_bind(p.seq as i64)
-                            .push_bind(p.created_at as i64)
-                            .push_bind(p.kind.clone())
-                            .push_bind(p.channel.clone())
-                            .push_bind(j.json.to_string())
-                            .push_bind(j.received_at)
-                            .push_bind(j.source.clone())
-                            .push_bind(root_of(p).map(String::from));
-                    });
-                    qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id, rid");
-                    inserted.extend(qb.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?);
-                }
-                Ok(inserted)
-            }
-
-            async fn insert_tags(
-                tx: &mut Transaction<'static, Self>,
-                rows: &[(i64, &str, &str)],
-            ) -> Result<()> {
-                for chunk in rows.chunks(ROWS_PER_INSERT * 3) {
-                    let mut qb = QueryBuilder::new("INSERT INTO payload_tags (rid, name, value) ");
-                    qb.push_values(chunk, |mut b, (rid, name, value)| {
-                        b.push_bind(*rid)
-                            .push_bind(name.to_string())
-                            .push_bind(value.as_bytes().to_vec());
-                    });
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-
-            async fn record_deletions(
-                tx: &mut Transaction<'static, Self>,
-                rows: &[(&str, &str, &str)],
-            ) -> Result<()> {
-                for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new("INSERT INTO deletions (target, author, delete_id) ");
-                    qb.push_values(chunk, |mut b, (target, author, delete_id)| {
-                        b.push_bind(target.to_string())
-                            .push_bind(author.to_string())
-                            .push_bind(delete_id.to_string());
-                    });
-                    qb.push(" ON CONFLICT DO NOTHING");
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-
-            async fn hide_deleted(
-                tx: &mut Transaction<'static, Self>,
-                ids: &[&str],
-                now_ms: i64,
-            ) -> Result<HashSet<String>> {
-                let mut hidden = HashSet::new();
-                for chunk in ids.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new("UPDATE payloads SET hidden = TRUE, hidden_at = ");
-                    qb.push_bind(now_ms).push(" WHERE NOT hidden AND id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.to_string());
-                    }
-                    // Deletes naming governance payloads are ignored (PROTOCOL.md 9.3).
-                    qb.push(") AND NOT (payloads.community IS NOT NULL AND payloads.kind IN ('role', 'policy', 'invite', 'join', 'moderate'))");
-                    qb.push(" AND EXISTS (SELECT 1 FROM deletions d WHERE d.target = payloads.id AND d.author = payloads.author) RETURNING id");
-                    hidden.extend(qb.build_query_scalar::<String>().fetch_all(&mut **tx).await?);
-                }
-                Ok(hidden)
-            }
-
-            async fn queue_blob_fetches(
-                tx: &mut Transaction<'static, Self>,
-                rows: &[(&str, &str)],
-                now_ms: i64,
-            ) -> Result<()> {
-                for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO blob_fetches (sha256, peer, attempts, next_at, created_at) ",
-                    );
-                    qb.push_values(chunk, |mut b, (sha, peer)| {
-                        b.push_bind(sha.to_string())
-                            .push_bind(peer.to_string())
-                            .push_bind(0_i64)
-                            .push_bind(now_ms)
-                            .push_bind(now_ms);
-                    });
-                    qb.push(" ON CONFLICT (sha256, peer) DO NOTHING");
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-
-            async fn queue_forwards(
-                tx: &mut Transaction<'static, Self>,
-                rows: &[(&str, &str, i64)],
-                now_ms: i64,
-            ) -> Result<()> {
-                for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::new(
-                        "INSERT INTO outbox (peer, payload_id, hops, enqueued_at, next_attempt) ",
-                    );
-                    qb.push_values(chunk, |mut b, (peer, id, hops)| {
-                        b.push_bind(peer.to_string())
-                            .push_bind(id.to_string())
-                            .push_bind(*hops)
-                            .push_bind(now_ms)
-                            .push_bind(now_ms);
-                    });
-                    qb.push(" ON CONFLICT (peer, payload_id) DO NOTHING");
-                    qb.build().execute(&mut **tx).await?;
-                }
-                Ok(())
-            }
-        }
-    };
-}
-
-impl_steps!(sqlx::Sqlite);
-impl_steps!(sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {

@@ -17,10 +17,13 @@ pub(super) fn root_of(p: &Payload) -> Option<&str> {
 
 /// A community's governance as the writer last committed it, kept between
 /// batches so that a post into a busy community is judged without reading
-/// and evaluating its governance again. Only the writer stores payloads, so an
-/// entry is current while it is fresh; it is trusted for `TTL` (retention and
-/// purges delete rows outside the writer) and the cache holds at most
-/// `MAX_PAYLOADS` governance payloads over all communities.
+/// and evaluating its governance again. On SQLite only this writer stores
+/// payloads, so an entry is current while it is fresh; on PostgreSQL other
+/// processes' writers store too, so an entry is used only while the
+/// community's governance version (count and newest row, read under the
+/// community's lock) is the one it was made from. It is trusted for `TTL`
+/// (retention and purges delete rows outside the writer) and the cache holds
+/// at most `MAX_PAYLOADS` governance payloads over all communities.
 pub(crate) struct Cache {
     entries: HashMap<String, (Instant, Community)>,
 }
@@ -35,9 +38,9 @@ impl Cache {
         }
     }
 
-    fn take(&mut self, root: &str) -> Option<Community> {
+    fn take(&mut self, root: &str, version: Option<(i64, i64)>) -> Option<Community> {
         let (at, c) = self.entries.remove(root)?;
-        (at.elapsed() < TTL).then_some(c)
+        (at.elapsed() < TTL && c.version == version).then_some(c)
     }
 
     fn put(&mut self, root: String, c: Community) {
@@ -66,6 +69,8 @@ struct Community {
     /// A governance payload of this batch was admitted: every payload of the
     /// community may change.
     changed: bool,
+    /// PostgreSQL: the governance version this entry holds (`Shared::governance_version`).
+    version: Option<(i64, i64)>,
 }
 
 /// The communities one batch touches.
@@ -84,8 +89,13 @@ impl Governed {
     }
 
     /// Take a community from the cache, when it holds a fresh entry.
-    pub(super) fn load_cached(&mut self, root: &str, cache: &mut Cache) -> bool {
-        match cache.take(root) {
+    pub(super) fn load_cached(
+        &mut self,
+        root: &str,
+        cache: &mut Cache,
+        version: Option<(i64, i64)>,
+    ) -> bool {
+        match cache.take(root, version) {
             Some(c) => {
                 self.communities.insert(root.to_string(), c);
                 true
@@ -104,7 +114,7 @@ impl Governed {
     }
 
     /// The governance payloads a community held before this batch.
-    pub(super) fn load(&mut self, root: &str, stored: &[String]) {
+    pub(super) fn load(&mut self, root: &str, stored: &[String], version: Option<(i64, i64)>) {
         let governance: Vec<Payload> = stored
             .iter()
             .filter_map(|json| serde_json::from_str(json).ok())
@@ -116,6 +126,7 @@ impl Governed {
                 governance,
                 evaluation,
                 changed: false,
+                version,
             },
         );
     }
@@ -142,6 +153,22 @@ impl Governed {
                 c.governance.pop();
                 Err(why)
             }
+        }
+    }
+
+    /// The communities whose governance this batch changed.
+    pub(super) fn changed_roots(&self) -> Vec<String> {
+        self.communities
+            .iter()
+            .filter(|(_, c)| c.changed)
+            .map(|(root, _)| root.clone())
+            .collect()
+    }
+
+    /// The governance version after this batch's inserts.
+    pub(super) fn set_version(&mut self, root: &str, version: Option<(i64, i64)>) {
+        if let Some(c) = self.communities.get_mut(root) {
+            c.version = version;
         }
     }
 

@@ -11,6 +11,8 @@ use crate::{Error, Result, Store};
 
 mod batch;
 mod community;
+mod shared;
+mod steps;
 
 /// What happened to one submitted payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +31,7 @@ pub enum WriteOutcome {
     Forbidden(String),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WriterConfig {
     /// Most payloads committed in one transaction.
     pub max_batch: usize,
@@ -37,6 +39,18 @@ pub struct WriterConfig {
     pub queue: usize,
     /// Queue a fetch of each blob a peer's payload names (`mirror_blobs`).
     pub mirror_blobs: bool,
+    /// PostgreSQL: tell the node's other processes what each batch stored
+    /// (PROTOCOL.md 8.1).
+    pub announce: Option<Announce>,
+}
+
+/// Where the writer announces the rows it stored visible, and as whom.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    /// The NOTIFY channel (`cluster::Channels::payloads`).
+    pub channel: String,
+    /// This process's instance id: its own announcements it ignores.
+    pub instance: String,
 }
 
 impl Default for WriterConfig {
@@ -45,6 +59,7 @@ impl Default for WriterConfig {
             max_batch: 1000,
             queue: 16384,
             mirror_blobs: true,
+            announce: None,
         }
     }
 }
@@ -80,8 +95,6 @@ impl Writer {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let (done_tx, done_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let max_batch = config.max_batch.max(1);
-        let mirror_blobs = config.mirror_blobs;
         std::thread::Builder::new()
             .name("meshrelay-writer".into())
             .spawn(move || {
@@ -96,7 +109,7 @@ impl Writer {
                     // another runtime and fail ("being shutdown") once this
                     // one has stopped, and would stall while this thread is busy.
                     let own = store.for_this_runtime(WRITER_CONNECTIONS);
-                    run(own.clone(), rx, stop_rx, max_batch, mirror_blobs).await;
+                    run(own.clone(), rx, stop_rx, config).await;
                     if own.backend() == crate::Backend::Postgres {
                         own.close().await;
                     }
@@ -171,9 +184,9 @@ async fn run(
     store: Store,
     mut rx: mpsc::Receiver<Job>,
     stop: oneshot::Receiver<()>,
-    max_batch: usize,
-    mirror_blobs: bool,
+    config: WriterConfig,
 ) {
+    let max_batch = config.max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
     let mut communities = community::Cache::new();
     // None once `close` was asked for (or its handle dropped without asking).
@@ -197,7 +210,7 @@ async fn run(
             break;
         }
         let started = std::time::Instant::now();
-        let result = batch::commit(&store, &batch, &mut communities, mirror_blobs).await;
+        let result = commit_retrying(&store, &batch, &mut communities, &config).await;
         tracing::debug!(
             size = batch.len(),
             ms = started.elapsed().as_secs_f64() * 1e3,
@@ -217,5 +230,53 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Attempts of a batch that another process's transaction deadlocked or
+/// serialized against; the batch's callers wait, they are not refused.
+const CONTENTION_ATTEMPTS: u32 = 6;
+
+/// Commit a batch; a deadlock or serialization failure (another process's
+/// writer on the same rows) is retried after a short random pause, never
+/// answered to callers as a failure of theirs.
+async fn commit_retrying(
+    store: &Store,
+    batch: &[Job],
+    communities: &mut community::Cache,
+    config: &WriterConfig,
+) -> Result<Vec<WriteOutcome>> {
+    let mut attempt = 1;
+    loop {
+        match batch::commit(store, batch, communities, config).await {
+            Err(e) if is_contention(&e) && attempt < CONTENTION_ATTEMPTS => {
+                let pause =
+                    std::time::Duration::from_millis((5u64 << attempt) + rand_jitter_ms(attempt));
+                tracing::info!(attempt, ?pause, size = batch.len(), error = %meshrelay_protocol::error::cause_chain(&e),
+                    "batch met another process's transaction; retrying");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A few milliseconds of jitter, so two retrying writers do not meet again.
+fn rand_jitter_ms(attempt: u32) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    u64::from(nanos) % (5u64 << attempt)
+}
+
+/// PostgreSQL's deadlock (40P01) and serialization failure (40001).
+pub(crate) fn is_contention(e: &Error) -> bool {
+    match e {
+        Error::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+        }
+        _ => false,
     }
 }
