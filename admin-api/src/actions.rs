@@ -265,7 +265,7 @@ pub async fn record_sync(ctx: &AdminContext, actor: &Actor, target: &str) -> Adm
 
 pub async fn run_job(ctx: &AdminContext, actor: &Actor, name: &str) -> AdminResult<()> {
     use meshrelay_scheduler::Error;
-    match ctx.scheduler.trigger(name) {
+    match ctx.scheduler.trigger(name).await {
         Ok(()) => audit(ctx, actor, "run", &format!("job:{name}"), None).await,
         Err(Error::UnknownJob(_)) => Err(AdminError::not_found(format!("no job named {name}"))),
         Err(Error::AlreadyRunning(_)) => Err(AdminError::new(

@@ -432,6 +432,7 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
                     }
                 }
             }
+            (processes_section(&stats.processes))
             section #charts {
                 h2 { "Last 24 hours" }
                 div.charts {
@@ -533,6 +534,30 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
 
 /// The communities held (PROTOCOL.md 9): members by role, what their
 /// governance holds back, and the latest moderation.
+/// The node's processes (PROTOCOL.md 8.1), one row each.
+fn processes_section(processes: &[crate::stats::ProcessStats]) -> Markup {
+    html! {
+        section #processes {
+            h2 { "Processes" }
+            table {
+                thead { tr { th { "Instance" } th { "Started" } th { "Last seen" } th { "Connections" } th { "Subscriptions" } th { "Delivering to" } } }
+                tbody {
+                    @for p in processes {
+                        tr {
+                            td { code { (p.instance) } }
+                            td.small { (when(Some(p.started_at))) }
+                            td.small { (when(Some(p.last_seen))) }
+                            td { (p.connections) }
+                            td { (p.subscriptions) }
+                            td { (p.delivering_to) " peers" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn communities_section(communities: &[crate::api::communities::CommunityView]) -> Markup {
     html! {
         section #communities {

@@ -154,6 +154,25 @@ pub struct Stats {
     pub blobs: BlobStats,
     /// The listeners' TLS certificates (none when they speak plain HTTP).
     pub certificates: Vec<CertificateStats>,
+    /// The node's processes seen in the last minute (PROTOCOL.md 8.1): one
+    /// on SQLite, each `meshrelay serve` sharing the database on PostgreSQL.
+    /// `connections` and `subscriptions` above are this process's only.
+    pub processes: Vec<ProcessStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessStats {
+    /// `host:pid`, as job runs name it.
+    pub instance: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Its last heartbeat (every 10 s), Unix seconds.
+    pub last_seen: i64,
+    /// Its open WebSocket connections and their subscriptions, as of then.
+    pub connections: i64,
+    pub subscriptions: i64,
+    /// Peers it delivers to now (it holds their delivery lease).
+    pub delivering_to: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -274,6 +293,22 @@ pub async fn gather(ctx: &AdminContext) -> AdminResult<Stats> {
                 .collect(),
         },
         dead_letters: dead,
+        processes: {
+            let leases = store.lease_counts(now * 1000).await?;
+            store
+                .instances(now - 60)
+                .await?
+                .into_iter()
+                .map(|i| ProcessStats {
+                    delivering_to: leases.get(&i.instance).copied().unwrap_or(0),
+                    instance: i.instance,
+                    started_at: i.started_at,
+                    last_seen: i.last_seen,
+                    connections: i.connections,
+                    subscriptions: i.subscriptions,
+                })
+                .collect()
+        },
         certificates: ctx
             .live
             .certificates()

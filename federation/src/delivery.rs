@@ -16,6 +16,12 @@ use crate::Federation;
 const UNREACHABLE_AFTER: u32 = 5;
 /// Inbox requests in flight to one peer at a time.
 const PIPELINE: usize = 4;
+/// Several processes (PROTOCOL.md 8.1): one delivers to a peer at a time,
+/// under a lease of this long, renewed at every attempt and while idle.
+const LEASE_MS: i64 = 15_000;
+/// How often a process without the lease looks whether it is free, and
+/// the longest an idle leader sleeps before renewing it.
+const LEASE_CHECK: Duration = Duration::from_secs(4);
 
 /// What a delivery loop does after one attempt.
 enum Next {
@@ -27,13 +33,21 @@ enum Next {
     Backoff(Duration),
     /// The peer was forgotten: the loop ends.
     Gone,
+    /// Another process of this node delivers to this peer.
+    Standby,
 }
 
 impl Federation {
     /// Wake every delivery loop, those backing off from a failing peer too
     /// (an operator put dead letters back in the queue).
     pub fn wake_all(&self) {
+        self.wake_idle();
         self.kick.notify_waiters();
+    }
+
+    /// Wake the delivery loops that wait for work (another process of this
+    /// node queued some); backoffs are left to run out.
+    pub fn wake_idle(&self) {
         for n in self.wakers.lock().expect("lock").values() {
             n.notify_one();
         }
@@ -66,20 +80,26 @@ impl Federation {
             let wait = match self.deliver_once(&peer, &mut failures).await {
                 Ok(Next::More) => continue,
                 Ok(Next::Gone) => {
-                    let mut wakers = self.wakers.lock().expect("lock");
-                    if wakers.get(&peer).is_some_and(|n| Arc::ptr_eq(n, &notify)) {
-                        wakers.remove(&peer);
+                    {
+                        let mut wakers = self.wakers.lock().expect("lock");
+                        if wakers.get(&peer).is_some_and(|n| Arc::ptr_eq(n, &notify)) {
+                            wakers.remove(&peer);
+                        }
+                    }
+                    if let Some(c) = &self.config.cluster {
+                        let _ = self.store.release_lease(&peer, &c.instance).await;
                     }
                     return;
                 }
                 Ok(Next::Idle) => self.idle_wait(&peer).await,
+                Ok(Next::Standby) => LEASE_CHECK,
                 Ok(Next::Backoff(delay)) => {
                     // New items must not cut a backoff short: sleep it out,
                     // unless an operator retries dead letters.
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
                         _ = self.kick.notified() => {}
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.back_off(&peer, delay) => {}
                     }
                     continue;
                 }
@@ -96,11 +116,40 @@ impl Federation {
         }
     }
 
+    /// Sleep out a backoff; with several processes, keep the lease meanwhile,
+    /// so that no other process delivers to the failing peer at once.
+    async fn back_off(&self, peer: &str, delay: Duration) {
+        let Some(c) = &self.config.cluster else {
+            return tokio::time::sleep(delay).await;
+        };
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(LEASE_CHECK)).await;
+            if let Err(e) = self
+                .store
+                .hold_lease(peer, &c.instance, now_ms(), LEASE_MS)
+                .await
+            {
+                tracing::warn!(%peer, error = %e, "renewing the delivery lease failed");
+            }
+        }
+    }
+
     /// How long to sleep when nothing is due: until the next item falls due.
     async fn idle_wait(&self, peer: &str) -> Duration {
-        match self.store.next_due(peer).await {
+        let wait = match self.store.next_due(peer).await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 60_000) as u64),
             _ => Duration::from_secs(60),
+        };
+        if self.config.cluster.is_some() {
+            // The lease must be renewed before it runs out.
+            wait.min(LEASE_CHECK)
+        } else {
+            wait
         }
     }
 
@@ -113,6 +162,17 @@ impl Federation {
         let Some(info) = self.store.peer(peer).await? else {
             return Ok(Next::Gone);
         };
+        if let Some(c) = &self.config.cluster {
+            // One process delivers to a peer at a time: one backoff, one
+            // pipeline, one health record (PROTOCOL.md 8.1).
+            if !self
+                .store
+                .hold_lease(peer, &c.instance, now_ms(), LEASE_MS)
+                .await?
+            {
+                return Ok(Next::Standby);
+            }
+        }
         if !info.status.receives_forwards() {
             return Ok(Next::Idle);
         }

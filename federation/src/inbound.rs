@@ -137,7 +137,7 @@ impl Federation {
     /// claimed SHA-256, which the caller compares with what it reads. The
     /// nonce is remembered now, in a cache of its own (`client_verifier`):
     /// any key may sign, and those entries never displace peers' nonces.
-    pub fn verify_client_streamed(
+    pub async fn verify_client_streamed(
         &self,
         method: &str,
         path_and_query: &str,
@@ -157,14 +157,35 @@ impl Federation {
         self.client_verifier
             .remember(&verified)
             .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))?;
+        self.remember_in_cluster("client", &verified).await?;
         Ok((verified.key, digest))
     }
 
     /// Remember a verified request's nonce; a replay is refused.
-    fn remember(&self, verified: &Verified) -> Result<(), Refused> {
+    async fn remember(&self, verified: &Verified) -> Result<(), Refused> {
         self.verifier
             .remember(verified)
-            .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))
+            .map_err(|e| Refused::new(ErrorCode::AuthFailed, e.0))?;
+        self.remember_in_cluster("peer", verified).await
+    }
+
+    /// Several processes (PROTOCOL.md 8.1): a request accepted by one is a
+    /// replay at every other, so its nonce is recorded in the database too
+    /// (after this process's cache, which refuses most replays for free).
+    async fn remember_in_cluster(&self, scope: &str, verified: &Verified) -> Result<(), Refused> {
+        if self.config.cluster.is_none() {
+            return Ok(());
+        }
+        let key = format!("{scope}:{}", verified.nonce_key());
+        let until = meshrelay_protocol::clock::now_secs() + crate::httpsig::NONCE_TTL_SECS;
+        if self.store.record_nonce(&key, until).await? {
+            Ok(())
+        } else {
+            Err(Refused::new(
+                ErrorCode::AuthFailed,
+                "nonce was seen before (replay)",
+            ))
+        }
     }
 
     /// The signer must be a known peer whose status accepts its requests.
@@ -201,7 +222,7 @@ impl Federation {
         self.inbox_rates
             .check(&peer.node)
             .map_err(|secs| Refused::rate_limited("over this peer's inbox_rate", secs))?;
-        self.remember(&verified)?;
+        self.remember(&verified).await?;
         Ok(peer)
     }
 
@@ -223,7 +244,7 @@ impl Federation {
             .check(&from)
             .map_err(|secs| Refused::rate_limited("over this address's announce_rate", secs))?;
         let verified = self.verify_signed(path_and_query, headers, body)?;
-        self.remember(&verified)?;
+        self.remember(&verified).await?;
         let signer = verified.key.to_hex();
         let signer = signer.as_str();
         let req: Announce = serde_json::from_slice(body)

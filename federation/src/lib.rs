@@ -74,6 +74,22 @@ pub struct Config {
     /// CA certificates trusted for `https://` peers beside the built-in
     /// web roots (`peer_ca_file`).
     pub peer_roots: PeerRoots,
+    /// Several processes on one PostgreSQL database (PROTOCOL.md 8.1): this
+    /// process's instance id and the channel peer changes are told on.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A peer change note naming no one peer: every peer's record may have
+/// changed (a poll of all of them).
+pub const EVERY_PEER: &str = "*";
+
+/// How this process shares federation with the node's other processes.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This process's instance id (`host:pid`).
+    pub instance: String,
+    /// NOTIFY channel of peer changes (`cluster::Channels::peers`).
+    pub peers_channel: String,
 }
 
 /// Extra trust roots for peers.
@@ -183,6 +199,37 @@ impl Federation {
     /// Items delivered to peers since this process started.
     pub fn delivered_total(&self) -> u64 {
         self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A peer was added, changed or removed by another process of this node:
+    /// rebuild the routes, and start (or end) its delivery loop here too.
+    pub async fn peer_changed_elsewhere(
+        self: &Arc<Self>,
+        node: &str,
+    ) -> Result<(), meshrelay_store::Error> {
+        self.rebuild_router().await?;
+        if node == EVERY_PEER {
+            for peer in self.store.peers().await? {
+                self.ensure_delivery_loop(&peer.node);
+            }
+            return Ok(());
+        }
+        if self.store.peer(node).await?.is_some() {
+            self.ensure_delivery_loop(node);
+        }
+        self.wake(&[(node.to_string(), 0)]);
+        Ok(())
+    }
+
+    /// Tell the node's other processes that `node`'s record changed.
+    pub(crate) async fn tell_peer_changed(&self, node: &str) {
+        let Some(c) = &self.config.cluster else {
+            return;
+        };
+        let note = serde_json::json!({ "i": c.instance, "node": node }).to_string();
+        if let Err(e) = self.store.notify(&c.peers_channel, &note).await {
+            tracing::warn!(error = ?e, peer = %node, "telling the other processes of a peer change failed");
+        }
     }
 
     /// Load peers, start their delivery loops, and join the seed peers.

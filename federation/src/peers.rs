@@ -11,7 +11,7 @@ use meshrelay_store::{Peer, PeerStatus};
 
 use crate::client::FetchError;
 use crate::router::Router;
-use crate::Federation;
+use crate::{Federation, EVERY_PEER};
 
 /// Why a join or an announce was refused; maps to PROTOCOL.md 5.2's answers.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +145,7 @@ impl Federation {
         }
         tracing::info!(peer = %node, %status, "peer status set by an operator");
         self.rebuild_router().await?;
+        self.tell_peer_changed(node).await;
         self.ensure_delivery_loop(node);
         self.wake(&[(node.to_string(), 0)]);
         self.store.peer(node).await
@@ -154,6 +155,7 @@ impl Federation {
     pub async fn forget_peer(&self, node: &str) -> Result<bool, meshrelay_store::Error> {
         let known = self.store.delete_peer(node).await?;
         self.rebuild_router().await?;
+        self.tell_peer_changed(node).await;
         let waker = self.wakers.lock().expect("lock").get(node).cloned();
         if let Some(n) = waker {
             n.notify_one();
@@ -177,6 +179,7 @@ impl Federation {
             self.store.record_poll_failure(node, now_secs()).await?;
         }
         self.rebuild_router().await?;
+        self.tell_peer_changed(node).await;
         let peer = self.store.peer(node).await?.unwrap_or(peer);
         Ok(Some((peer, outcome)))
     }
@@ -298,6 +301,7 @@ impl Federation {
             .await?;
         tracing::info!(peer = %doc.doc.node, %url, %status, "peer recorded");
         self.rebuild_router().await?;
+        self.tell_peer_changed(&doc.doc.node).await;
         self.ensure_delivery_loop(&doc.doc.node);
         Ok(self
             .store
@@ -372,6 +376,7 @@ impl Federation {
             }
         }
         self.rebuild_router().await?;
+        self.tell_peer_changed(EVERY_PEER).await;
         Ok(format!(
             "polled {} peers: {ok} ok, {failed} failed, {changed} with a changed key",
             ok + failed + changed

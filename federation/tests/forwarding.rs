@@ -106,6 +106,7 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
                 max_secs: 120,
             },
             peer_roots: Default::default(),
+            cluster: None,
         },
         store,
         Arc::new(NodeKey::generate()),

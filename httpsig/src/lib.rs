@@ -294,6 +294,17 @@ pub struct Verified {
     nonce_key: String,
 }
 
+impl Verified {
+    /// `keyid:nonce`: what makes a signed request unique while it is valid.
+    pub fn nonce_key(&self) -> &str {
+        &self.nonce_key
+    }
+}
+
+/// How long a nonce must be remembered: as long as a signature using it
+/// could still be valid, in seconds.
+pub const NONCE_TTL_SECS: i64 = MAX_AGE_SECS + MAX_FUTURE_SECS + 5;
+
 impl Verifier {
     /// Check a request's signature and remember its nonce (a replay within
     /// the validity window is refused); returns the signer's key (`keyid`).

@@ -44,7 +44,7 @@ impl Application {
         let tls = crate::tls::Certificates::load(&settings.tls)?;
         settings.federation.peer_roots = crate::tls::peer_roots(&settings.tls)?;
         let node_key = Arc::new(crate::node_key::load_or_create(&settings.node_key_path())?);
-        let store = Store::connect(&settings.database_url)
+        let store = Store::connect_sized(&settings.database_url, settings.database_max_connections)
             .await
             .with_context(|| format!("opening database_url {}", redact(&settings.database_url)))?;
         store
@@ -62,6 +62,14 @@ impl Application {
                  {recorded}: the processes of one node share one node_key_file (PROTOCOL.md 8.1)",
                 settings.node_key_path().display()
             );
+        }
+        let cluster = Arc::new(crate::cluster::Cluster::new(&ours, store.is_shared()));
+        if cluster.shared {
+            refuse_unshared_settings(&store, &settings, &cluster.instance).await?;
+            settings.federation.cluster = Some(meshrelay_federation::ClusterConfig {
+                instance: cluster.instance.clone(),
+                peers_channel: cluster.channels.peers.clone(),
+            });
         }
         let listener = TcpListener::bind(&settings.listen)
             .await
@@ -100,6 +108,10 @@ impl Application {
             store.clone(),
             WriterConfig {
                 mirror_blobs: settings.blobs.mirror,
+                announce: cluster.shared.then(|| meshrelay_store::writer::Announce {
+                    channel: cluster.channels.payloads.clone(),
+                    instance: cluster.instance.clone(),
+                }),
                 ..WriterConfig::default()
             },
         );
@@ -114,7 +126,7 @@ impl Application {
             settings.blobs.clone(),
         ));
         let state = new_state(
-            settings, store, node_key, federation, writer, shutdown, blobs, tls,
+            settings, store, node_key, federation, writer, shutdown, blobs, tls, cluster,
         );
         let scheduler = Arc::new(crate::jobs::build_scheduler(&state)?);
         let (router, _api) = crate::http::router(state.clone());
@@ -180,6 +192,7 @@ impl Application {
                 max_connections: ADMIN_CONNECTIONS,
                 max_connections_per_ip: ADMIN_CONNECTIONS,
                 request_timeout_secs: self.state.settings.connections.request_timeout_secs,
+                trusted_proxies: Vec::new(),
             },
             self.state.metrics.clone(),
             shutdown.clone(),
@@ -218,6 +231,7 @@ impl Application {
             .blobs
             .mirror
             .then(|| crate::blobs::mirror::spawn(state.clone()));
+        let cluster_tasks = crate::cluster::spawn(state.clone());
         crate::http::serve::serve(
             self.listener,
             self.router,
@@ -240,6 +254,9 @@ impl Application {
             let _ = mirror.await;
         }
         state.federation.stop().await;
+        for task in cluster_tasks {
+            let _ = task.await;
+        }
         if tokio::time::timeout(Duration::from_secs(30), scheduler_task)
             .await
             .is_err()
@@ -279,6 +296,7 @@ fn new_state(
     shutdown: CancellationToken,
     blobs: Arc<crate::blobs::BlobService>,
     tls: crate::tls::Certificates,
+    cluster: Arc<crate::cluster::Cluster>,
 ) -> AppState {
     let metrics = Arc::new(Metrics::new(federation.metrics()));
     let limits = Arc::new(crate::limits::RateLimits::new(
@@ -304,7 +322,52 @@ fn new_state(
         federation,
         blobs,
         tls,
+        cluster,
     }
+}
+
+/// PROTOCOL.md 8.1: the processes of one node share `public_url` (what
+/// peers check signatures against) and `admin_token`. A process that finds
+/// another one running refuses to start without both set explicitly.
+async fn refuse_unshared_settings(
+    store: &Store,
+    settings: &Settings,
+    ours: &str,
+) -> anyhow::Result<()> {
+    let since = meshrelay_protocol::clock::now_secs() - crate::cluster::INSTANCE_STALE_SECS;
+    let running = store
+        .instances(since)
+        .await
+        .context("reading the node's other processes")?;
+    // A process of this machine that is gone (killed, its row not yet
+    // stale) is no other process: a node restarted after `kill -9` starts.
+    let host = ours.rsplit_once(':').map_or("", |(h, _)| h);
+    let gone = |instance: &str| match instance.rsplit_once(':') {
+        Some((h, pid)) if h == host => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        _ => false,
+    };
+    let Some(other) = running
+        .iter()
+        .find(|i| i.instance != ours && !gone(&i.instance))
+    else {
+        return Ok(());
+    };
+    let mut missing = Vec::new();
+    if !settings.public_url_explicit {
+        missing.push("public_url");
+    }
+    if settings.admin_token.is_none() {
+        missing.push("admin_token");
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "process {} of this node runs on the same database: the processes of one node share \
+             {} (set explicitly, the same in each; PROTOCOL.md 8.1)",
+            other.instance,
+            missing.join(" and ")
+        );
+    }
+    Ok(())
 }
 
 /// The node's in-memory counters, as the admin API sees them.

@@ -166,7 +166,7 @@ pub async fn store_checked(
                     payload: Arc::unwrap_or_clone(payload),
                     json,
                 });
-                state.hub.publish(&fresh);
+                crate::cluster::deliver(state, &fresh);
             }
             Ok(Accepted {
                 id,

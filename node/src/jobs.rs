@@ -19,13 +19,9 @@ use crate::state::AppState;
 /// letting go of it, since it is closed explicitly.
 pub fn build_scheduler(state: &AppState) -> anyhow::Result<Scheduler> {
     let (settings, store, federation) = (&state.settings, &state.store, &state.federation);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "node".into());
-    let instance = format!("{host}:{}", std::process::id());
     let mut scheduler = Scheduler::new(
         store.clone(),
-        instance,
+        state.cluster.instance.clone(),
         i64::from(settings.jobs.job_history),
     );
 

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod blobs;
 pub mod cli;
+pub mod cluster;
 pub mod data_dir;
 pub mod error;
 pub mod http;

@@ -42,6 +42,8 @@ pub struct AppState {
     pub blobs: Arc<crate::blobs::BlobService>,
     /// The listeners' certificates, when they speak TLS.
     pub tls: crate::tls::Certificates,
+    /// This process among the node's processes (PROTOCOL.md 8.1).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Query and log pages built at once (`AppState::page_builds`).

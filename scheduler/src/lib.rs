@@ -2,6 +2,9 @@
 //!
 //! - A job never overlaps itself: its loop awaits each run, and a run on demand
 //!   is refused while another run of that job is in progress on this node.
+//!   On PostgreSQL each run (scheduled or on demand) also holds the job's
+//!   advisory lock, so no run overlaps one in another process of the node:
+//!   a tick that finds the job running elsewhere is skipped.
 //! - No drift: the next fire time comes from the schedule, never from when the
 //!   last run ended; ticks missed while a run overran are skipped, not queued.
 //! - Once per cluster: each scheduled tick is claimed in the database (the
@@ -83,6 +86,8 @@ pub enum Outcome {
     Panicked(String),
     /// Another node of the cluster claimed this tick.
     ClaimedElsewhere,
+    /// Another process of the node is running this job: the tick is skipped.
+    RunningElsewhere,
 }
 
 pub struct Scheduler {
@@ -179,7 +184,18 @@ impl Scheduler {
                 tracing::info!(job = %job.name, tick = %next, "still running from before; tick skipped");
                 continue;
             }
-            let outcome = self.execute(&job, Some(next.timestamp())).await;
+            let outcome = match self.store.try_job_lock(&job.name).await {
+                Ok(Some(lock)) => {
+                    let outcome = self.execute(&job, Some(next.timestamp())).await;
+                    lock.release().await;
+                    outcome
+                }
+                Ok(None) => {
+                    tracing::info!(job = %job.name, tick = %next, "running in another process; tick skipped");
+                    Ok(Outcome::RunningElsewhere)
+                }
+                Err(e) => Err(Error::Store(e)),
+            };
             job.running.store(false, Ordering::Release);
             if let Err(e) = outcome {
                 tracing::error!(job = %job.name, error = ?e, "recording a job run failed");
@@ -196,13 +212,30 @@ impl Scheduler {
         if job.running.swap(true, Ordering::AcqRel) {
             return Err(Error::AlreadyRunning(name.to_string()));
         }
-        let outcome = self.execute(job, None).await;
+        let outcome = match self.lock(job).await {
+            Ok(lock) => {
+                let outcome = self.execute(job, None).await;
+                lock.release().await;
+                outcome
+            }
+            Err(e) => Err(e),
+        };
         job.running.store(false, Ordering::Release);
         outcome
     }
 
+    /// The job's cluster-wide lock for a run on demand; refused while another
+    /// process runs it.
+    async fn lock(&self, job: &JobEntry) -> Result<meshrelay_store::cluster::JobLock, Error> {
+        match self.store.try_job_lock(&job.name).await {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(Error::AlreadyRunning(job.name.clone())),
+            Err(e) => Err(Error::Store(e)),
+        }
+    }
+
     /// Like `run_now`, without waiting for the run to finish (for "202 Accepted").
-    pub fn trigger(self: &Arc<Self>, name: &str) -> Result<(), Error> {
+    pub async fn trigger(self: &Arc<Self>, name: &str) -> Result<(), Error> {
         let job = self
             .jobs
             .get(name)
@@ -211,11 +244,19 @@ impl Scheduler {
         if job.running.swap(true, Ordering::AcqRel) {
             return Err(Error::AlreadyRunning(name.to_string()));
         }
+        let lock = match self.lock(&job).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                job.running.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.execute(&job, None).await {
                 tracing::error!(job = %job.name, error = ?e, "recording a job run failed");
             }
+            lock.release().await;
             job.running.store(false, Ordering::Release);
         });
         Ok(())
@@ -250,7 +291,7 @@ impl Scheduler {
             Outcome::Ok(s) => ("ok", Some(s.as_str()), None),
             Outcome::Error(e) => ("error", None, Some(e.as_str())),
             Outcome::Panicked(e) => ("panicked", None, Some(e.as_str())),
-            Outcome::ClaimedElsewhere => unreachable!("claimed above"),
+            Outcome::ClaimedElsewhere | Outcome::RunningElsewhere => unreachable!("claimed above"),
         };
         match &outcome {
             Outcome::Ok(s) => tracing::info!(job = %job.name, summary = %s, "job run finished"),

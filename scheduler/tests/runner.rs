@@ -88,13 +88,16 @@ async fn a_job_never_overlaps_itself() {
     let mut s = Scheduler::new(store.clone(), "test", 10);
     s.add("slow", "slow_schedule", "0 0 0 1 1 *", body).unwrap();
     let s = Arc::new(s);
-    s.trigger("slow").unwrap();
+    s.trigger("slow").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(matches!(
         s.run_now("slow").await,
         Err(Error::AlreadyRunning(_))
     ));
-    assert!(matches!(s.trigger("slow"), Err(Error::AlreadyRunning(_))));
+    assert!(matches!(
+        s.trigger("slow").await,
+        Err(Error::AlreadyRunning(_))
+    ));
     gate.add_permits(1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     gate.add_permits(1);

@@ -108,6 +108,7 @@ pub async fn put_blob(
     let (uploader, claimed) = state
         .federation
         .verify_client_streamed("PUT", path_and_query, &headers)
+        .await
         .map_err(|r| ApiError::new(r.code, r.message))?;
     let uploader = uploader.to_hex();
     if state.store.is_author_blocked(&uploader).await? {

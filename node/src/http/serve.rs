@@ -35,27 +35,57 @@ struct Open {
 /// a WebSocket upgraded from it keeps it until the WebSocket closes (hyper
 /// is done with an upgraded connection long before).
 #[derive(Clone)]
-pub struct ConnSlot(#[allow(dead_code)] Arc<Slot>);
+pub struct ConnSlot(
+    #[allow(dead_code)] Arc<Slot>,
+    /// A forwarded client's place, for a WebSocket through a trusted proxy.
+    #[allow(dead_code)]
+    Option<Arc<Slot>>,
+);
 
-/// One admitted connection; its slot is given back when it is dropped.
+/// One admitted connection (or, behind a trusted proxy, one forwarded
+/// client's WebSocket); its place is given back when it is dropped.
 struct Slot {
     open: Arc<Mutex<Open>>,
-    ip: IpAddr,
+    /// The address counted under `max_connections_per_ip`, if any.
+    ip: Option<IpAddr>,
+    /// Counted under `max_connections`.
+    counts_total: bool,
 }
 
 impl Slot {
-    /// A slot for a connection from `ip`, or None past a cap.
+    /// A slot for a connection from `ip`, or None past a cap. A trusted
+    /// proxy's connections carry many clients: only the total counts them.
     fn take(open: &Arc<Mutex<Open>>, ip: IpAddr, caps: &Connections) -> Option<Slot> {
+        let per_ip = !is_trusted(&caps.trusted_proxies, ip);
         let mut o = open.lock().expect("lock");
         let from_ip = o.by_ip.get(&ip).copied().unwrap_or(0);
-        if o.total >= caps.max_connections || from_ip >= caps.max_connections_per_ip {
+        if o.total >= caps.max_connections || (per_ip && from_ip >= caps.max_connections_per_ip) {
             return None;
         }
         o.total += 1;
-        *o.by_ip.entry(ip).or_insert(0) += 1;
+        if per_ip {
+            *o.by_ip.entry(ip).or_insert(0) += 1;
+        }
         Some(Slot {
             open: open.clone(),
-            ip,
+            ip: per_ip.then_some(ip),
+            counts_total: true,
+        })
+    }
+
+    /// A forwarded client's place under `max_connections_per_ip` (its
+    /// proxy's connection already counts under the total), or None past it.
+    fn take_forwarded(open: &Arc<Mutex<Open>>, ip: IpAddr, caps: &Connections) -> Option<Slot> {
+        let mut o = open.lock().expect("lock");
+        let from_ip = o.by_ip.entry(ip).or_insert(0);
+        if *from_ip >= caps.max_connections_per_ip {
+            return None;
+        }
+        *from_ip += 1;
+        Some(Slot {
+            open: open.clone(),
+            ip: Some(ip),
+            counts_total: false,
         })
     }
 }
@@ -63,15 +93,54 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut o = self.open.lock().expect("lock");
-        o.total -= 1;
-        if let Some(n) = o.by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                o.by_ip.remove(&self.ip);
+        if self.counts_total {
+            o.total -= 1;
+        }
+        if let Some(ip) = self.ip {
+            if let Some(n) = o.by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    o.by_ip.remove(&ip);
+                }
             }
         }
     }
 }
+
+fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    proxies.iter().any(|net| net.contains(&ip))
+}
+
+/// The client behind trusted proxies: the right-most `X-Forwarded-For`
+/// address that is not itself a trusted proxy (each proxy appends the
+/// address it received from; what a client wrote itself is further left
+/// and is never believed). None when the header names no address.
+pub fn forwarded_client(
+    proxies: &[ipnet::IpNet],
+    headers: &axum::http::HeaderMap,
+) -> Option<IpAddr> {
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let text = value.to_str().ok()?;
+        for item in text.split(',') {
+            chain.push(item.trim().parse().ok()?);
+        }
+    }
+    let mut last = None;
+    for ip in chain.into_iter().rev() {
+        last = Some(ip);
+        if !is_trusted(proxies, ip) {
+            break;
+        }
+    }
+    last
+}
+
+/// A WebSocket upgrade through a trusted proxy from a client already at
+/// `max_connections_per_ip`: the upgrade is refused (429).
+#[derive(Clone, Copy)]
+pub struct OverClientCap;
 
 /// Serve `router` on `listener` until `shutdown`, then let open requests
 /// finish (at most `drain`).
@@ -110,8 +179,10 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let slot = ConnSlot(Arc::new(slot));
-        let routed = with_client(router.clone(), addr, slot.clone());
+        let slot = ConnSlot(Arc::new(slot), None);
+        let forwarded =
+            is_trusted(&caps.trusted_proxies, addr.ip()).then(|| (open.clone(), caps.clone()));
+        let routed = with_client(router.clone(), addr, slot.clone(), forwarded);
         let service = hyper_util::service::TowerToHyperService::new(routed);
         let watcher = graceful.watcher();
         let builder = builder.clone();
@@ -165,11 +236,14 @@ pub async fn serve(
 }
 
 /// The router, each request carrying its client's address (`ConnectInfo`)
-/// and its connection's slot.
+/// and its connection's slot. From a trusted proxy (`forwarded`), the
+/// client's address is the one `X-Forwarded-For` names, and a WebSocket
+/// upgrade takes that client's place under `max_connections_per_ip`.
 fn with_client(
     router: Router,
     addr: SocketAddr,
     slot: ConnSlot,
+    forwarded: Option<(Arc<Mutex<Open>>, Connections)>,
 ) -> impl tower::Service<
     axum::http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -177,8 +251,77 @@ fn with_client(
     Future = impl Send,
 > + Clone {
     router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(addr));
-        req.extensions_mut().insert(slot.clone());
+        let mut client = addr;
+        let mut slot = slot.clone();
+        if let Some((open, caps)) = &forwarded {
+            if let Some(ip) = forwarded_client(&caps.trusted_proxies, req.headers()) {
+                client = SocketAddr::new(ip, addr.port());
+                let upgrade = req
+                    .headers()
+                    .get(axum::http::header::UPGRADE)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+                if upgrade {
+                    match Slot::take_forwarded(open, ip, caps) {
+                        Some(s) => slot.1 = Some(Arc::new(s)),
+                        None => {
+                            req.extensions_mut().insert(OverClientCap);
+                        }
+                    }
+                }
+            }
+        }
+        req.extensions_mut().insert(ConnectInfo(client));
+        req.extensions_mut().insert(slot);
         req.map(axum::body::Body::new)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_address_no_trusted_proxy_wrote() {
+        let proxies: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            forwarded_client(&proxies, &headers(&["192.0.2.1"])),
+            ip("192.0.2.1")
+        );
+        // What the client wrote itself, further left, is not believed.
+        assert_eq!(
+            forwarded_client(&proxies, &headers(&["6.6.6.6, 192.0.2.1, 10.1.2.3"])),
+            ip("192.0.2.1")
+        );
+        // Several header lines are one list, in order.
+        assert_eq!(
+            forwarded_client(&proxies, &headers(&["6.6.6.6", "192.0.2.1"])),
+            ip("192.0.2.1")
+        );
+        // Only proxies: the left-most of them is the best there is.
+        assert_eq!(
+            forwarded_client(&proxies, &headers(&["10.0.0.1, 10.0.0.2"])),
+            ip("10.0.0.1")
+        );
+        assert_eq!(forwarded_client(&proxies, &headers(&[])), None);
+        assert_eq!(
+            forwarded_client(&proxies, &headers(&["not an address"])),
+            None
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_matches_an_ipv4_block() {
+        let proxies: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        assert!(is_trusted(&proxies, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_trusted(&proxies, "::1".parse().unwrap()));
+    }
 }

@@ -44,8 +44,17 @@ pub async fn upgrade(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
     slot: Option<axum::Extension<super::serve::ConnSlot>>,
+    over_cap: Option<axum::Extension<super::serve::OverClientCap>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if over_cap.is_some() {
+        state.metrics.connections_refused.inc();
+        return crate::error::ApiError::new(
+            meshrelay_protocol::ErrorCode::RateLimited,
+            "too many connections from this address (max_connections_per_ip)",
+        )
+        .into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         // The error body every other answer has, not axum's plain text.
@@ -245,7 +254,12 @@ impl Session {
                 let from = self.pubkey.as_deref().expect("checked");
                 self.state
                     .hub
-                    .signal(self.conn.id, from, &channel, &kind, &data)
+                    .signal(self.conn.id, from, &channel, &kind, &data);
+                // PROTOCOL.md 8.1: the node's other processes' connections too.
+                self.state
+                    .cluster
+                    .signal(&self.state, from, &channel, &kind, &data)
+                    .await
             }
         }
     }

@@ -63,6 +63,8 @@ struct Raw {
     admin_tls_key_file: Option<PathBuf>,
     peer_ca_file: Option<PathBuf>,
     node_key_file: Option<PathBuf>,
+    trusted_proxies: Option<ListSetting>,
+    database_max_connections: u32,
     blob_store: String,
     max_blob_bytes: u64,
     blob_quota_bytes: u64,
@@ -130,6 +132,8 @@ impl Default for Raw {
             admin_tls_key_file: None,
             peer_ca_file: None,
             node_key_file: None,
+            trusted_proxies: None,
+            database_max_connections: 16,
             blob_store: "fs".into(),
             max_blob_bytes: 16 * 1024 * 1024,
             blob_quota_bytes: 256 * 1024 * 1024,
@@ -209,6 +213,9 @@ pub struct Settings {
     pub tls: Tls,
     /// `node_key_file`; `None` for the default, `data_dir/node.key`.
     pub node_key_file: Option<PathBuf>,
+    /// Connections the process opens to PostgreSQL at most, for handlers and
+    /// jobs (the writer and the listener have their own).
+    pub database_max_connections: u32,
     pub blob_store: String,
     /// The `AWS_*` variables of the same environment the settings came
     /// from, for `blob_store = "s3://..."` (credentials, region, endpoint).
@@ -264,6 +271,8 @@ pub struct Connections {
     pub max_connections_per_ip: usize,
     /// Reading a request's head, and its body, each at most this long.
     pub request_timeout_secs: u64,
+    /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// TLS settings as given; the files are read (and a pair given half is
@@ -326,6 +335,23 @@ pub struct Jobs {
     pub disabled_jobs: Vec<String>,
 }
 
+/// `trusted_proxies`: addresses (one host each) or CIDR blocks.
+fn trusted_proxies(list: Option<ListSetting>) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.map(ListSetting::into_vec)
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "setting trusted_proxies: {item:?} is neither an address nor a CIDR block like 10.0.0.0/8"
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Federation's section; `public_url` defaults to `http://<listen>`.
 fn resolve_federation(raw: &Raw) -> anyhow::Result<meshrelay_federation::Config> {
     let public_url = raw
@@ -371,6 +397,7 @@ fn resolve_federation(raw: &Raw) -> anyhow::Result<meshrelay_federation::Config>
         },
         // Read from peer_ca_file when the node starts.
         peer_roots: Default::default(),
+        cluster: None,
     })
 }
 
@@ -512,6 +539,7 @@ impl Settings {
             max_connections: raw.max_connections.max(1),
             max_connections_per_ip: raw.max_connections_per_ip.max(1),
             request_timeout_secs: raw.request_timeout_secs.max(1),
+            trusted_proxies: trusted_proxies(raw.trusted_proxies.clone())?,
         };
         let federation = resolve_federation(&raw)?;
         if !(raw.blob_store == "fs" || raw.blob_store.starts_with("s3://")) {
@@ -543,6 +571,7 @@ impl Settings {
                 peer_ca_file: raw.peer_ca_file.clone(),
             },
             node_key_file: raw.node_key_file.clone(),
+            database_max_connections: raw.database_max_connections.max(1),
             blob_store: raw.blob_store,
             blobs,
             aws: AwsVars::default(),

@@ -227,6 +227,21 @@ fn every_flat_setting_works_as_a_key_and_as_a_variable() {
         ("sync_max_secs", "9", "9", |s| {
             s.federation.sync.max_secs == 9
         }),
+        (
+            "trusted_proxies",
+            "\"10.0.0.0/8, 127.0.0.1\"",
+            "10.0.0.0/8,127.0.0.1",
+            |s| {
+                s.connections.trusted_proxies
+                    == [
+                        "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                        "127.0.0.1/32".parse().unwrap(),
+                    ]
+            },
+        ),
+        ("database_max_connections", "4", "4", |s| {
+            s.database_max_connections == 4
+        }),
     ];
     let names = Raw::names();
     assert_eq!(
@@ -299,6 +314,16 @@ fn bad_values_name_the_setting() {
             "MESHRELAY_REQUIRE_PEER_APPROVAL",
             "maybe",
             "require_peer_approval",
+        ),
+        (
+            "MESHRELAY_TRUSTED_PROXIES",
+            "10.0.0.0/33",
+            "trusted_proxies",
+        ),
+        (
+            "MESHRELAY_TRUSTED_PROXIES",
+            "proxy.local",
+            "trusted_proxies",
         ),
     ] {
         let err = Settings::load_from(None, vars(&[(k, v)])).unwrap_err();
