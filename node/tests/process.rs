@@ -324,13 +324,44 @@ async fn two_nodes_on_one_postgres_database_run_each_tick_of_a_job_once() {
     // One node: both processes share its key (PROTOCOL.md 8.1).
     let key_file = dir_a.path().join("shared-node.key");
     let key_file = key_file.to_str().unwrap();
-    let vars = [
+    let common = [
         ("MESHRELAY_DATABASE_URL", url.as_str()),
         ("MESHRELAY_PRUNE_SCHEDULE", "* * * * * *"),
         ("MESHRELAY_JOB_HISTORY", "1000"),
         ("MESHRELAY_NODE_KEY_FILE", key_file),
     ];
+    let shared = [
+        ("MESHRELAY_PUBLIC_URL", "http://127.0.0.1:9"),
+        ("MESHRELAY_ADMIN_TOKEN", "one-token-for-the-node"),
+    ];
+    let vars: Vec<(&str, &str)> = common.iter().chain(shared.iter()).copied().collect();
     let a = Node::start(dir_a.path(), &vars).await;
+    // The second process of the node must share public_url and admin_token:
+    // without them it refuses to start, naming both.
+    let lone = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    while store.instances(0).await.unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no heartbeat from A"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        command(lone.path())
+            .arg("serve")
+            .env("MESHRELAY_LISTEN", "127.0.0.1:0")
+            .envs(common)
+            .output(),
+    )
+    .await
+    .expect("the lone process stops by itself")
+    .unwrap();
+    let refused = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(refused.contains("public_url and admin_token"), "{refused}");
+    assert!(refused.contains("PROTOCOL.md 8.1"), "{refused}");
     let b = Node::start(dir_b.path(), &vars).await;
     // A process with a key of its own is another node: it refuses to start.
     let dir_c = tempfile::tempdir().unwrap();

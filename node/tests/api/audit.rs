@@ -183,6 +183,7 @@ impl Hostile {
             .route("/v1/info", get(info))
             .route("/v1/authors/{key}/log", get(log))
             .route("/v1/authors/{key}/head", get(head))
+            .route("/v1/payloads", axum::routing::post(accept_without_receipt))
             .with_state(h.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -233,6 +234,39 @@ async fn head(
         return (axum::http::StatusCode::NOT_FOUND, Json(json!({}))).into_response();
     };
     Json(SignedHead::sign(&h.key, &author, seq, &id, now()).unwrap()).into_response()
+}
+
+/// Says it stored whatever it is sent, and signs nothing for it.
+async fn accept_without_receipt(body: String) -> (axum::http::StatusCode, Json<Value>) {
+    let p: Value = serde_json::from_str(&body).unwrap();
+    (
+        axum::http::StatusCode::CREATED,
+        Json(json!({"id": p["id"], "accepted": true, "duplicate": false})),
+    )
+}
+
+#[tokio::test]
+async fn an_acceptance_without_a_receipt_is_refused_by_the_client() {
+    let (_, url) = Hostile::spawn().await;
+    let key = NodeKey::generate();
+    let p = Payload::sign(
+        &key,
+        meshrelay_protocol::payload::Draft {
+            seq: 1,
+            prev: None,
+            created_at: now(),
+            kind: "post".into(),
+            channel: "general".into(),
+            tags: vec![],
+            content: "kept?".into(),
+        },
+    );
+    let err = meshrelay_client::RelayClient::new(&url)
+        .unwrap()
+        .publish(&p)
+        .await
+        .expect_err("no receipt, no acceptance");
+    assert!(err.to_string().contains("without the receipt"), "{err}");
 }
 
 fn values(entries: &[Payload]) -> Vec<Value> {

@@ -265,3 +265,75 @@ async fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_request_timeout_secs
     // Others are served meanwhile.
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+/// A WebSocket upgrade with `X-Forwarded-For`, sent from this machine.
+async fn upgrade_as(base: &str, forwarded: &str) -> Result<(), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/v1/ws", base.replacen("http://", "ws://", 1));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", forwarded.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => {
+            // Held open by leaking into a task that waits for the test's end.
+            tokio::spawn(async move {
+                let _ws = ws;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+            Ok(())
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_the_one_counted() {
+    // Loopback is the proxy: its own connections are not capped per
+    // address, the clients it forwards are.
+    let app = spawn_app_with(&[
+        ("MESHRELAY_MAX_CONNECTIONS_PER_IP", "2"),
+        ("MESHRELAY_TRUSTED_PROXIES", "127.0.0.0/8"),
+    ])
+    .await;
+    for _ in 0..2 {
+        upgrade_as(&app.base, "203.0.113.7").await.unwrap();
+    }
+    assert_eq!(
+        upgrade_as(&app.base, "203.0.113.7").await,
+        Err(429),
+        "a third WebSocket of one forwarded client"
+    );
+    // A client cannot pose as another by writing the header itself: the
+    // right-most address that is not a trusted proxy counts.
+    assert_eq!(
+        upgrade_as(&app.base, "198.51.100.1, 203.0.113.7").await,
+        Err(429)
+    );
+    for _ in 0..2 {
+        upgrade_as(&app.base, "203.0.113.8, 127.0.0.1")
+            .await
+            .unwrap();
+    }
+    // Without a forwarded address the proxy's own connections are not capped.
+    for _ in 0..3 {
+        app.ws().await;
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_s_forwarded_for_is_ignored() {
+    let app = spawn_app_with(&[("MESHRELAY_MAX_CONNECTIONS_PER_IP", "2")]).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(app.ws().await);
+    }
+    // Loopback is not trusted: the header changes nothing, the TCP address
+    // is at its cap and the connection is closed at accept.
+    let url = format!("{}/v1/ws", app.base.replacen("http://", "ws://", 1));
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+}
