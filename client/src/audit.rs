@@ -229,7 +229,7 @@ impl<'r> Auditor<'r> {
             let Some(before) = earlier
                 .heads
                 .iter()
-                .filter(|h| h.node == relay.node && h.seq > now.seq)
+                .filter(|h| earlier.binds(&h.node, &relay.url, &relay.node) && h.seq > now.seq)
                 .max_by_key(|h| (h.seq, h.at))
             else {
                 continue;
@@ -253,13 +253,13 @@ impl<'r> Auditor<'r> {
             let promised = earlier
                 .receipts
                 .iter()
-                .filter(|k| k.receipt.node == relay.node)
+                .filter(|k| earlier.binds(&k.receipt.node, &relay.url, &relay.node))
                 .map(|k| (k.seq, k.receipt.id.as_str(), json!({"receipt": k.receipt})))
                 .chain(
                     earlier
                         .heads
                         .iter()
-                        .filter(|h| h.node == relay.node)
+                        .filter(|h| earlier.binds(&h.node, &relay.url, &relay.node))
                         .map(|h| (h.seq, h.id.as_str(), json!({"head": h}))),
                 );
             let mut missing = Vec::new();

@@ -40,6 +40,18 @@ pub struct Evidence {
     pub heads: Vec<SignedHead>,
     /// The author's own entries accepted by at least one relay.
     pub published: Vec<Payload>,
+    /// The relay URLs each node key's receipts and heads came from: a relay
+    /// that answers with another key later is still held to what it signed
+    /// under the earlier one.
+    pub urls: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl Evidence {
+    /// Whether evidence signed by `node` binds the relay now at `url` with
+    /// key `now_node`: its own key, or a key that signed at that URL before.
+    pub fn binds(&self, node: &str, url: &str, now_node: &str) -> bool {
+        node == now_node || self.urls.get(node).is_some_and(|u| u.contains(url))
+    }
 }
 
 impl Evidence {
@@ -99,9 +111,14 @@ impl ReceiptStore {
             };
             match line {
                 Line::Receipt(r) if r.author == author && r.receipt.verify().is_ok() => {
+                    ev.urls
+                        .entry(r.receipt.node.clone())
+                        .or_default()
+                        .insert(r.relay.clone());
                     receipts.insert((r.receipt.node.clone(), r.receipt.id.clone()), r);
                 }
-                Line::Head { head, .. } if head.author == author && head.verify().is_ok() => {
+                Line::Head { head, relay } if head.author == author && head.verify().is_ok() => {
+                    ev.urls.entry(head.node.clone()).or_default().insert(relay);
                     heads.insert(
                         (head.node.clone(), head.at, head.seq, head.id.clone()),
                         head,

@@ -202,8 +202,18 @@ impl RelayClient {
         if answer.id != payload.id {
             return Err(self.bad(format!("accepted {} for {}", answer.id, payload.id)));
         }
-        if let Some(r) = &answer.receipt {
-            self.check_receipt(r, &payload.id).await?;
+        match &answer.receipt {
+            Some(r) => self.check_receipt(r, &payload.id).await?,
+            // A relay that keeps no evidence of what it accepted cannot be
+            // audited for it: only a duplicate of a payload it purged before
+            // it kept first storage times may come without one.
+            None if !answer.duplicate => {
+                return Err(self.bad(format!(
+                    "accepted {} without the receipt PROTOCOL.md 4.4 requires",
+                    payload.id
+                )))
+            }
+            None => {}
         }
         Ok(Published {
             id: answer.id,

@@ -198,6 +198,33 @@ fn each_fault_is_one_finding_of_its_kind() {
 }
 
 #[test]
+fn a_relay_answering_with_a_new_key_is_held_to_what_it_signed_at_its_url() {
+    let key = NodeKey::generate();
+    let author = key.public_hex();
+    let log = chain(&key, 4);
+    let (a, h) = (Relay::new(1), Relay::new(2));
+    let mut without_4 = log.clone();
+    without_4.remove(3);
+    let earlier = Evidence {
+        receipts: vec![KeptReceipt {
+            author: author.clone(),
+            seq: 4,
+            relay: h.url.clone(),
+            receipt: Receipt::sign(&h.key, &log[3].id, 10).unwrap(),
+        }],
+        urls: [(h.key.public_hex(), [h.url.clone()].into_iter().collect())]
+            .into_iter()
+            .collect(),
+        ..Evidence::default()
+    };
+    // The relay at h's URL now says it is another node.
+    let mut renamed = h.serving(&author, &without_4);
+    renamed.node = NodeKey::generate().public_hex();
+    let f = audit(&[a.serving(&author, &log), renamed], &earlier);
+    assert_eq!(kinds(&f), vec![(Kind::Withheld, h.url.clone(), Some(4))]);
+}
+
+#[test]
 fn what_community_governance_hides_is_not_withheld() {
     let key = NodeKey::generate();
     let author = key.public_hex();
