@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod blobs;
+mod cluster;
 mod fanout;
 mod forward;
 mod ingest;
@@ -48,6 +49,9 @@ enum Scenario {
     /// Upload and download of large blobs on the filesystem and on S3
     /// (`--s3s-fs`): MiB/s, node CPU per MiB, node RSS growth during an upload.
     Blobs(blobs::Args),
+    /// One node as 1, 2, ... processes on one PostgreSQL schema: ingest and
+    /// cross-process fan-out, with CPU per payload and per delivery.
+    Cluster(cluster::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Soak(args) => soak::run(&node_bin, args).await,
             Scenario::Sync(args) => sync::run(&node_bin, cli.runs, args).await,
             Scenario::Blobs(args) => blobs::run(&node_bin, cli.runs, args).await,
+            Scenario::Cluster(args) => cluster::run(&node_bin, cli.runs, args).await,
         }
     })
 }
