@@ -50,8 +50,18 @@ fn binary(name: &str) -> String {
 }
 
 async fn nginx(dir: &Path, ca: &TestCa, port: u16, node_port: u16) -> Child {
+    let site = replaced(
+        &example("nginx-meshrelay.conf"),
+        "proxy_pass http://127.0.0.1:7700;",
+        &format!("proxy_pass http://127.0.0.1:{node_port};"),
+    );
+    nginx_with(dir, ca, port, site).await
+}
+
+/// nginx serving `site` (an example, its upstreams already set) on `port`
+/// with a certificate of the test's CA.
+async fn nginx_with(dir: &Path, ca: &TestCa, port: u16, mut site: String) -> Child {
     let (cert, key, _) = ca.leaf(dir, "proxy");
-    let mut site = example("nginx-meshrelay.conf");
     site = replaced(
         &site,
         "listen 443 ssl http2;",
@@ -66,11 +76,6 @@ async fn nginx(dir: &Path, ca: &TestCa, port: u16, node_port: u16) -> Child {
         &site,
         "/etc/letsencrypt/live/relay.example.org/privkey.pem",
         &key,
-    );
-    site = replaced(
-        &site,
-        "proxy_pass http://127.0.0.1:7700;",
-        &format!("proxy_pass http://127.0.0.1:{node_port};"),
     );
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
@@ -199,4 +204,87 @@ async fn the_caddy_example_proxies_https_wss_and_signed_uploads() {
     let (_node, node_port) = node_behind(dir.path(), &public).await;
     let _caddy = caddy(dir.path(), &ca, proxy_port, node_port).await;
     through(&ca, &public).await;
+}
+
+/// docs/examples/nginx-meshrelay-cluster.conf in front of two processes of
+/// one node on PostgreSQL (PROTOCOL.md 8.1): requests and WebSocket
+/// upgrades go to either process, and what is published through one
+/// reaches a subscription held on the other.
+#[tokio::test]
+async fn the_nginx_cluster_example_spreads_one_node_over_two_processes() {
+    let (admin, url, schema) = common::pg_schema("meshrelay_nginx").await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ca = TestCa::new();
+    let proxy_port = free_port();
+    let public = format!("https://localhost:{proxy_port}");
+    let key_file = da.path().join("node.key");
+    std::fs::write(&key_file, NodeKey::generate().seed_hex()).unwrap();
+    let key_file = key_file.display().to_string();
+    let vars = [
+        ("MESHRELAY_DATABASE_URL", url.as_str()),
+        ("MESHRELAY_NODE_KEY_FILE", key_file.as_str()),
+        ("MESHRELAY_PUBLIC_URL", public.as_str()),
+        ("MESHRELAY_ADMIN_TOKEN", "nginx-cluster-token"),
+        ("MESHRELAY_TRUSTED_PROXIES", "127.0.0.1"),
+    ];
+    let (pa, pb) = (free_port(), free_port());
+    let a = Node::start_on(da.path(), pa, &vars).await;
+    let b = Node::start_on(db.path(), pb, &vars).await;
+    let mut site = example("nginx-meshrelay-cluster.conf");
+    site = replaced(
+        &site,
+        "server 127.0.0.1:7700;",
+        &format!("server 127.0.0.1:{pa};"),
+    );
+    site = replaced(
+        &site,
+        "server 127.0.0.1:7710;",
+        &format!("server 127.0.0.1:{pb};"),
+    );
+    let _nginx = nginx_with(da.path(), &ca, proxy_port, site).await;
+    // Round robin: the subscription lands on one process and the publish
+    // on the next, so the payload crosses processes.
+    for round in 0..4 {
+        ca.wss_receives_what_https_publishes(&public, &format!("cluster-{round}"))
+            .await;
+    }
+    // Each process served a part: publishes on one, the subscriptions (and
+    // so the deliveries of what the other stored) on the other, or both.
+    let served = |n: &Node| {
+        let base = n.base.clone();
+        async move {
+            let text = reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let sum = |prefix: &str| {
+                text.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum::<u64>()
+            };
+            (
+                sum("meshrelay_payloads_ingested_total{via=\"http\""),
+                sum("meshrelay_live_deliveries_total"),
+            )
+        }
+    };
+    let (ingest_a, live_a) = served(&a).await;
+    let (ingest_b, live_b) = served(&b).await;
+    assert_eq!((ingest_a + ingest_b, live_a + live_b), (4, 4));
+    assert!(
+        ingest_a + live_a > 0 && ingest_b + live_b > 0,
+        "one process served everything: a {ingest_a}/{live_a}, b {ingest_b}/{live_b}"
+    );
+    for n in [a, b] {
+        n.signal("-TERM");
+        assert!(n.wait().await.success());
+    }
+    admin
+        .execute_raw(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    admin.close().await;
 }
