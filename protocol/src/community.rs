@@ -663,6 +663,34 @@ impl Evaluation {
         }
     }
 
+    /// A governance payload this evaluation can already tell is not
+    /// authorized at its place (9.4), without evaluating the governance again
+    /// with it: its author's rank at it depends only on the payloads before
+    /// it, which adding it does not change. `None` when only an evaluation
+    /// with it can tell: a `join`, an author who is the owner or of rank 2 or
+    /// above at it, or a `role` resigning its own author of rank 1 or above.
+    /// A refusal costs a lookup instead of a recompute, so a stranger's
+    /// `role` payloads cannot make a busy community evaluate again and again.
+    pub fn refused_without_recompute(&self, p: &Payload) -> Option<String> {
+        if !is_governance_kind(&p.kind) || p.kind == "join" {
+            return None;
+        }
+        let rank = self.rank_at(&p.author, p.created_at, &p.id);
+        if rank >= Role::Moderator.rank() {
+            return None;
+        }
+        let resigns = p.kind == "role"
+            && rank >= Role::Member.rank()
+            && p.tags
+                .iter()
+                .filter(|t| t.first().is_some_and(|n| n == "p"))
+                .all(|t| t.len() == 3 && t[1] == p.author && t[2] == "none");
+        if resigns {
+            return None;
+        }
+        Some(self.why_governance_refused(&Entry::from(p)))
+    }
+
     fn why_governance_refused(&self, p: &Entry<'_>) -> String {
         let rank = self.rank_at(p.author, p.created_at, p.id);
         match p.kind {

@@ -141,6 +141,9 @@ impl Governed {
         if !is_governance_kind(&p.kind) {
             return c.evaluation.authorize(p);
         }
+        if let Some(why) = c.evaluation.refused_without_recompute(p) {
+            return Err(why);
+        }
         c.governance.push(p.clone());
         let evaluation = Evaluation::new(root, &c.governance);
         match evaluation.authorize(p) {
