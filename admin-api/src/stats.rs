@@ -294,7 +294,7 @@ pub async fn gather(ctx: &AdminContext) -> AdminResult<Stats> {
         },
         dead_letters: dead,
         processes: {
-            let leases = store.lease_counts(now * 1000).await?;
+            let leases = store.lease_counts().await?;
             store
                 .instances(now - 60)
                 .await?

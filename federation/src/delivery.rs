@@ -129,12 +129,33 @@ impl Federation {
                 return;
             }
             tokio::time::sleep(left.min(LEASE_CHECK)).await;
-            if let Err(e) = self
-                .store
-                .hold_lease(peer, &c.instance, now_ms(), LEASE_MS)
-                .await
-            {
-                tracing::warn!(%peer, error = %e, "renewing the delivery lease failed");
+            self.renew_lease(peer, &c.instance).await;
+        }
+    }
+
+    async fn renew_lease(&self, peer: &str, instance: &str) {
+        if let Err(e) = self.store.hold_lease(peer, instance, LEASE_MS).await {
+            tracing::warn!(%peer, error = %e, "renewing the delivery lease failed");
+        }
+    }
+
+    /// `send`, renewing the lease while the requests are in flight (they may
+    /// take longer than a lease lasts): nobody else sends the same items.
+    async fn send_leased(
+        &self,
+        peer: &str,
+        inbox: &str,
+        batches: &[Vec<OutboxItem>],
+    ) -> Vec<(usize, String)> {
+        let Some(c) = &self.config.cluster else {
+            return self.send(inbox, batches).await;
+        };
+        let send = self.send(inbox, batches);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                failed = &mut send => return failed,
+                _ = tokio::time::sleep(LEASE_CHECK) => self.renew_lease(peer, &c.instance).await,
             }
         }
     }
@@ -165,11 +186,7 @@ impl Federation {
         if let Some(c) = &self.config.cluster {
             // One process delivers to a peer at a time: one backoff, one
             // pipeline, one health record (PROTOCOL.md 8.1).
-            if !self
-                .store
-                .hold_lease(peer, &c.instance, now_ms(), LEASE_MS)
-                .await?
-            {
+            if !self.store.hold_lease(peer, &c.instance, LEASE_MS).await? {
                 return Ok(Next::Standby);
             }
         }
@@ -201,7 +218,7 @@ impl Federation {
             let dropped = plan.hidden.is_empty() && plan.too_big.is_empty();
             return Ok(if dropped { Next::Idle } else { Next::More });
         }
-        let failed = self.send(&inbox, &plan.batches).await;
+        let failed = self.send_leased(peer, &inbox, &plan.batches).await;
         self.record(&info, &plan.batches, failed, now, failures)
             .await
     }

@@ -247,5 +247,12 @@ impl Federation {
     pub async fn stop(&self) {
         self.tasks.close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), self.tasks.wait()).await;
+        // The delivery loops have stopped: another process may take their
+        // peers over at once instead of waiting for the leases to expire.
+        if let Some(c) = &self.config.cluster {
+            if let Err(e) = self.store.release_leases_of(&c.instance).await {
+                tracing::warn!(error = %e, "giving up the delivery leases failed");
+            }
+        }
     }
 }

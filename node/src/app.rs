@@ -341,9 +341,17 @@ async fn refuse_unshared_settings(
         .context("reading the node's other processes")?;
     // A process of this machine that is gone (killed, its row not yet
     // stale) is no other process: a node restarted after `kill -9` starts.
-    let host = ours.rsplit_once(':').map_or("", |(h, _)| h);
-    let gone = |instance: &str| match instance.rsplit_once(':') {
-        Some((h, pid)) if h == host => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    // Instances are `host:pid:random`.
+    let host_pid = |i: &str| {
+        let mut parts = i.rsplitn(3, ':');
+        let (_, pid, host) = (parts.next(), parts.next(), parts.next());
+        Some((host?.to_string(), pid?.to_string()))
+    };
+    let host = host_pid(ours).map(|(h, _)| h);
+    let gone = |instance: &str| match host_pid(instance) {
+        Some((h, pid)) if Some(&h) == host.as_ref() => {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
         _ => false,
     };
     let Some(other) = running

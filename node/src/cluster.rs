@@ -29,10 +29,14 @@ const DELIVERED_MAX: u64 = 200_000;
 /// A catch-up reads what was stored this long before the listener was last
 /// known alive: a payload's `received_at` is taken before its batch commits.
 const CATCH_UP_MARGIN_MS: i64 = 60_000;
-/// Most payloads one catch-up hands to the hub.
-const CATCH_UP_MAX: i64 = 10_000;
-/// A round trip on the listener's connection this often proves it alive.
+/// Most payloads one catch-up reads (those delivered already included), and
+/// per page.
+const CATCH_UP_MAX: i64 = 100_000;
+const CATCH_UP_PAGE: i64 = 1_000;
+/// A round trip on the listener's connection this often proves it alive,
+/// answered within `PING_TIMEOUT` by the same server process.
 const PING_EVERY: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Heartbeats (and the nonce purge) this often.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// An instance not seen for this long is not listed.
@@ -40,7 +44,7 @@ pub const INSTANCE_STALE_SECS: i64 = 60;
 
 /// This process within its node.
 pub struct Cluster {
-    /// `host:pid`, as job runs and the admin API name it.
+    /// `host:pid:random`, as job runs and the admin API name it.
     pub instance: String,
     pub channels: Channels,
     pub started_at: i64,
@@ -79,7 +83,13 @@ impl Cluster {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "node".into());
         Self {
-            instance: format!("{host}:{}", std::process::id()),
+            // The random part keeps two containers with one hostname and
+            // one pid (namespaces) apart.
+            instance: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                hex::encode(rand::random::<[u8; 3]>())
+            ),
             channels: Channels::for_node(node_hex),
             started_at: now_secs(),
             shared,
@@ -176,6 +186,9 @@ async fn heartbeat(state: AppState) {
         if let Err(e) = state.store.heartbeat(&beat).await {
             tracing::warn!(error = ?e, "recording this process's heartbeat failed");
         }
+        if let Err(e) = state.store.purge_instances(beat.last_seen - 86_400).await {
+            tracing::warn!(error = ?e, "removing processes gone for a day failed");
+        }
         if c.shared {
             if let Err(e) = state.store.purge_nonces(now_secs()).await {
                 tracing::warn!(error = ?e, "purging old request nonces failed");
@@ -195,30 +208,41 @@ async fn listen(state: AppState) {
         return;
     };
     let mut alive_at = now_ms();
+    let mut backend = listener.backend_pid().await.ok();
     let mut ping = tokio::time::interval(PING_EVERY);
     loop {
         let event = tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = ping.tick() => {
-                if listener.ping().await.is_ok() {
-                    alive_at = now_ms();
+                // The same server process as before, answering in time: the
+                // connection was never replaced, nothing was missed.
+                let pid = tokio::time::timeout(PING_TIMEOUT, listener.backend_pid()).await;
+                match pid {
+                    Ok(Ok(pid)) if backend == Some(pid) => {
+                        alive_at = now_ms();
+                        continue;
+                    }
+                    Ok(Ok(_)) => tracing::warn!("the listener's database connection was replaced"),
+                    Ok(Err(e)) => tracing::warn!(error = ?e, "the listener's database connection failed"),
+                    Err(_) => tracing::warn!("the listener's database connection does not answer"),
                 }
-                continue;
+                None
             }
-            event = listener.recv() => event,
+            event = listener.recv() => Some(event),
         };
         match event {
-            Ok(Event::Heard(heard)) => {
+            Some(Ok(Event::Heard(heard))) => {
                 alive_at = now_ms();
                 hear(&state, heard).await;
                 continue;
             }
-            Ok(Event::Lost) => {
+            Some(Ok(Event::Lost)) => {
                 tracing::warn!("the listener's database connection was lost; reconnecting");
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = ?e, "the listener's database connection failed; reconnecting");
             }
+            None => {}
         }
         // A new connection listens again; then what was stored since shortly
         // before the listener was last known alive is read back
@@ -229,7 +253,16 @@ async fn listen(state: AppState) {
             Some(l) => l,
             None => return,
         };
+        backend = listener.backend_pid().await.ok();
         catch_up(&state, since).await;
+        // Peer changes told meanwhile are lost too: rebuild from the database.
+        if let Err(e) = state
+            .federation
+            .peer_changed_elsewhere(meshrelay_federation::EVERY_PEER)
+            .await
+        {
+            tracing::warn!(error = ?e, "reloading peers after a reconnect failed");
+        }
         alive_at = now_ms();
     }
 }
@@ -309,16 +342,23 @@ fn hand_over(state: &AppState, rows: Vec<(i64, String)>) {
     }
 }
 
+/// Hand over what was stored since `since`, a page at a time, at most
+/// `CATCH_UP_MAX` payloads.
 async fn catch_up(state: &AppState, since: i64) {
-    match state.store.shown_since(since, CATCH_UP_MAX).await {
-        Ok(rows) => {
-            let n = rows.len();
-            hand_over(state, rows);
-            tracing::info!(
-                read = n,
-                "caught up with what other processes stored meanwhile"
-            );
+    let (mut after, mut read) = (0i64, 0i64);
+    while read < CATCH_UP_MAX {
+        match state.store.shown_since(since, after, CATCH_UP_PAGE).await {
+            Ok(rows) if rows.is_empty() => break,
+            Ok(rows) => {
+                read += rows.len() as i64;
+                after = rows.last().map_or(after, |(rid, _)| *rid);
+                hand_over(state, rows);
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "catching up after a reconnect failed");
+                return;
+            }
         }
-        Err(e) => tracing::warn!(error = ?e, "catching up after a reconnect failed"),
     }
+    tracing::info!(read, "caught up with what other processes stored meanwhile");
 }

@@ -115,10 +115,13 @@ impl Listener {
         })
     }
 
-    /// A round trip on the listening connection: proves it is alive.
-    pub async fn ping(&mut self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&mut self.inner).await?;
-        Ok(())
+    /// A round trip on the listening connection: its server process id.
+    /// Another id than last time means the connection was replaced (the
+    /// listener reconnects by itself) and notifications may have been lost.
+    pub async fn backend_pid(&mut self) -> Result<i32> {
+        Ok(sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut self.inner)
+            .await?)
     }
 }
 
@@ -129,6 +132,9 @@ impl Listener {
 pub struct JobLock {
     conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
     key: i64,
+    /// The lock's own pool of one connection, so a running job never holds
+    /// one of the handlers' connections.
+    _pool: Option<sqlx::PgPool>,
 }
 
 impl JobLock {
@@ -229,13 +235,18 @@ impl Store {
         })
     }
 
-    /// The processes seen since `since` (Unix seconds), newest start first;
-    /// older rows are deleted.
-    pub async fn instances(&self, since: i64) -> Result<Vec<Instance>> {
+    /// Delete the rows of processes not seen since `before` (Unix seconds).
+    pub async fn purge_instances(&self, before: i64) -> Result<u64> {
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new("DELETE FROM instances WHERE last_seen < ");
-            qb.push_bind(since - 86_400);
-            qb.build().execute(p).await?;
+            qb.push_bind(before);
+            Ok(qb.build().execute(p).await?.rows_affected())
+        })
+    }
+
+    /// The processes seen since `since` (Unix seconds), newest start first.
+    pub async fn instances(&self, since: i64) -> Result<Vec<Instance>> {
+        with_pool!(self, p => {
             let mut qb = QueryBuilder::new(
                 "SELECT instance, started_at, last_seen, connections, subscriptions FROM instances WHERE last_seen >= ",
             );
@@ -250,64 +261,75 @@ impl Store {
             let mut qb = QueryBuilder::new("DELETE FROM instances WHERE instance = ");
             qb.push_bind(instance.to_string());
             qb.build().execute(p).await?;
+            Ok(())
+        })
+    }
+
+    /// Give up every delivery lease `holder` holds (its delivery loops have
+    /// stopped: another process may take them over at once).
+    pub async fn release_leases_of(&self, holder: &str) -> Result<()> {
+        with_pool!(self, p => {
             let mut qb = QueryBuilder::new("DELETE FROM delivery_leases WHERE holder = ");
-            qb.push_bind(instance.to_string());
+            qb.push_bind(holder.to_string());
             qb.build().execute(p).await?;
             Ok(())
         })
     }
 
-    /// Take or renew the lease on delivering to `peer` until `now_ms +
-    /// ttl_ms`: true when `holder` holds it now. A lease held by another
-    /// process is taken over only once it has expired. On SQLite the one
-    /// process always holds it.
-    pub async fn hold_lease(
-        &self,
-        peer: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<bool> {
+    /// Take or renew the lease on delivering to `peer` for `ttl_ms`: true
+    /// when `holder` holds it now. A lease held by another process is taken
+    /// over only once it has expired. Times are the database's clock, so
+    /// machines whose clocks differ agree on when a lease expires. On SQLite
+    /// the one process always holds it.
+    pub async fn hold_lease(&self, peer: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
         let Pool::Postgres(p) = &self.pool else {
             return Ok(true);
         };
         let held: Option<String> = sqlx::query_scalar(
-            "INSERT INTO delivery_leases (peer, holder, expires_at) VALUES ($1, $2, $3) \
+            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
+             INSERT INTO delivery_leases (peer, holder, expires_at) \
+             SELECT $1, $2, now.ms + $3 FROM now \
              ON CONFLICT (peer) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
-             WHERE delivery_leases.holder = EXCLUDED.holder OR delivery_leases.expires_at < $4 \
+             WHERE delivery_leases.holder = EXCLUDED.holder \
+             OR delivery_leases.expires_at < (SELECT ms FROM now) \
              RETURNING holder",
         )
         .bind(peer)
         .bind(holder)
-        .bind(now_ms + ttl_ms)
-        .bind(now_ms)
+        .bind(ttl_ms)
         .fetch_optional(p)
         .await?;
         Ok(held.is_some())
     }
 
-    /// Who holds the lease on delivering to `peer`, while it is valid.
-    pub async fn lease_holder(&self, peer: &str, now_ms: i64) -> Result<Option<String>> {
-        with_pool!(self, p => {
-            let mut qb = QueryBuilder::new("SELECT holder FROM delivery_leases WHERE peer = ");
-            qb.push_bind(peer.to_string()).push(" AND expires_at >= ").push_bind(now_ms);
-            Ok(qb.build_query_scalar().fetch_optional(p).await?)
-        })
+    /// Who holds the lease on delivering to `peer`, while it is valid (by
+    /// the database's clock; None on SQLite).
+    pub async fn lease_holder(&self, peer: &str) -> Result<Option<String>> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(None);
+        };
+        Ok(sqlx::query_scalar(
+            "SELECT holder FROM delivery_leases WHERE peer = $1 \
+             AND expires_at >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        )
+        .bind(peer)
+        .fetch_optional(p)
+        .await?)
     }
 
-    /// How many valid delivery leases each process holds.
-    pub async fn lease_counts(
-        &self,
-        now_ms: i64,
-    ) -> Result<std::collections::HashMap<String, i64>> {
-        with_pool!(self, p => {
-            let mut qb = QueryBuilder::new(
-                "SELECT holder, count(*) FROM delivery_leases WHERE expires_at >= ",
-            );
-            qb.push_bind(now_ms).push(" GROUP BY holder");
-            let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(p).await?;
-            Ok(rows.into_iter().collect())
-        })
+    /// How many valid delivery leases each process holds (PostgreSQL; on
+    /// SQLite the one process delivers to every peer and holds none).
+    pub async fn lease_counts(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(Default::default());
+        };
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT holder, count(*) FROM delivery_leases \
+             WHERE expires_at >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint GROUP BY holder",
+        )
+        .fetch_all(p)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Give up a lease (the loop stops, or the peer no longer takes forwards).
@@ -366,12 +388,19 @@ impl Store {
     }
 
     /// The shown payloads first stored at or after `since` (Unix seconds,
-    /// as `received_at`), oldest rid first, at most `limit` (a listener
-    /// catching up after a reconnect).
-    pub async fn shown_since(&self, since: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+    /// as `received_at`) with a row id above `after_rid`, oldest rid first,
+    /// at most `limit` (a page of a listener's catch-up after a reconnect).
+    pub async fn shown_since(
+        &self,
+        since: i64,
+        after_rid: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT rid, json FROM payloads WHERE received_at >= ");
             qb.push_bind(since)
+                .push(" AND rid > ")
+                .push_bind(after_rid)
                 .push(" AND NOT hidden AND NOT held_back ORDER BY rid LIMIT ")
                 .push_bind(limit);
             Ok(qb.build_query_as().fetch_all(p).await?)
@@ -382,9 +411,17 @@ impl Store {
     /// another run holds it. On SQLite the scheduler's own flag suffices.
     pub async fn try_job_lock(&self, name: &str) -> Result<Option<JobLock>> {
         let Pool::Postgres(p) = &self.pool else {
-            return Ok(Some(JobLock { conn: None, key: 0 }));
+            return Ok(Some(JobLock {
+                conn: None,
+                key: 0,
+                _pool: None,
+            }));
         };
-        let mut conn = p.acquire().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(p.connect_options().as_ref().clone());
+        let mut conn = pool.acquire().await?;
         // Advisory locks are database-wide: the schema is part of the key.
         let key: i64 =
             sqlx::query_scalar("SELECT hashtextextended(current_schema() || ':job:' || $1, 0)")
@@ -398,6 +435,7 @@ impl Store {
         Ok(got.then_some(JobLock {
             conn: Some(conn),
             key,
+            _pool: Some(pool),
         }))
     }
 }

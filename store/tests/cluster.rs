@@ -172,28 +172,29 @@ async fn the_writer_announces_what_it_stored_visible_on_commit() {
 async fn a_lease_has_one_holder_until_it_expires() {
     let db = TestDb::postgres().await;
     let s = &db.store;
-    assert!(s.hold_lease("peer", "a", 1_000, 100).await.unwrap());
-    assert!(!s.hold_lease("peer", "b", 1_050, 100).await.unwrap());
+    let sleep = |ms| tokio::time::sleep(Duration::from_millis(ms));
+    // Leases of 400 ms by the database's clock.
+    assert!(s.hold_lease("peer", "a", 400).await.unwrap());
+    assert!(!s.hold_lease("peer", "b", 400).await.unwrap());
+    sleep(250).await;
+    assert!(s.hold_lease("peer", "a", 400).await.unwrap(), "renewed");
+    sleep(250).await;
     assert!(
-        s.hold_lease("peer", "a", 1_080, 100).await.unwrap(),
-        "renewed"
+        !s.hold_lease("peer", "b", 400).await.unwrap(),
+        "still held: the renewal counts from its own time"
     );
-    assert!(!s.hold_lease("peer", "b", 1_150, 100).await.unwrap());
+    assert_eq!(s.lease_holder("peer").await.unwrap().as_deref(), Some("a"));
+    sleep(450).await;
+    assert_eq!(s.lease_holder("peer").await.unwrap(), None, "expired");
     assert!(
-        s.hold_lease("peer", "b", 1_181, 100).await.unwrap(),
+        s.hold_lease("peer", "b", 400).await.unwrap(),
         "taken over once expired"
     );
-    assert_eq!(
-        s.lease_holder("peer", 1_200).await.unwrap().as_deref(),
-        Some("b")
-    );
     s.release_lease("peer", "a").await.unwrap();
-    assert_eq!(
-        s.lease_holder("peer", 1_200).await.unwrap().as_deref(),
-        Some("b")
-    );
-    s.release_lease("peer", "b").await.unwrap();
-    assert!(s.hold_lease("peer", "a", 1_200, 100).await.unwrap());
+    assert_eq!(s.lease_holder("peer").await.unwrap().as_deref(), Some("b"));
+    assert_eq!(s.lease_counts().await.unwrap().get("b"), Some(&1));
+    s.release_leases_of("b").await.unwrap();
+    assert!(s.hold_lease("peer", "a", 400).await.unwrap());
     db.finish().await;
 }
 

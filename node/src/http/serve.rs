@@ -115,20 +115,26 @@ fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
 /// The client behind trusted proxies: the right-most `X-Forwarded-For`
 /// address that is not itself a trusted proxy (each proxy appends the
 /// address it received from; what a client wrote itself is further left
-/// and is never believed). None when the header names no address.
+/// and is never believed). An entry there that is no address (a client's
+/// own junk, passed on) counts as the unspecified address, which all such
+/// clients share under the caps. None when the header is absent.
 pub fn forwarded_client(
     proxies: &[ipnet::IpNet],
     headers: &axum::http::HeaderMap,
 ) -> Option<IpAddr> {
-    let mut chain: Vec<IpAddr> = Vec::new();
+    let junk = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut items: Vec<&str> = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
-        let text = value.to_str().ok()?;
-        for item in text.split(',') {
-            chain.push(item.trim().parse().ok()?);
+        match value.to_str() {
+            Ok(text) => items.extend(text.split(',').map(str::trim)),
+            Err(_) => items.push(""),
         }
     }
     let mut last = None;
-    for ip in chain.into_iter().rev() {
+    for item in items.into_iter().rev() {
+        let Ok(ip) = item.parse::<IpAddr>() else {
+            return Some(junk);
+        };
         last = Some(ip);
         if !is_trusted(proxies, ip) {
             break;
@@ -312,9 +318,11 @@ mod tests {
             ip("10.0.0.1")
         );
         assert_eq!(forwarded_client(&proxies, &headers(&[])), None);
+        // Junk where the client's address should be is the one shared
+        // unspecified address, not a way around the caps.
         assert_eq!(
-            forwarded_client(&proxies, &headers(&["not an address"])),
-            None
+            forwarded_client(&proxies, &headers(&["6.6.6.6, not an address, 10.0.0.1"])),
+            ip("0.0.0.0")
         );
     }
 

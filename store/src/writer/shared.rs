@@ -20,7 +20,7 @@ pub(super) fn lock_names<'a>(
     roots: impl Iterator<Item = &'a str>,
 ) -> Vec<String> {
     let mut names: BTreeSet<String> = authors
-        .map(|a| format!("a:{}", &a[..a.len().min(AUTHOR_BUCKETS_HEX)]))
+        .map(|a| format!("a:{}", a.get(..AUTHOR_BUCKETS_HEX).unwrap_or(a)))
         .collect();
     names.extend(roots.map(|r| format!("c:{r}")));
     names.into_iter().collect()
