@@ -50,35 +50,11 @@ async fn publish(node: &Node, p: &Payload) {
     assert_eq!(r.status(), 201);
 }
 
-async fn eventually(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn peer_count(node: &Node) -> usize {
     node.json("/v1/federation/peers").await.1["peers"]
         .as_array()
         .map_or(0, Vec::len)
 }
-
-/// A metric's value, or 0 when the series does not exist yet.
-async fn metric(node: &Node, series: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", node.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
-const FROM_PEER_STORED: &str = r#"meshrelay_payloads_ingested_total{via="peer",outcome="stored"} "#;
-const FROM_PEER_DUP: &str = r#"meshrelay_payloads_ingested_total{via="peer",outcome="duplicate"} "#;
 
 async fn subscriber(
     node: &Node,

@@ -49,6 +49,7 @@ try {
   check(await page.locator('#jobs tr[data-job=sync]').count() === 1, 'the jobs table lists sync');
   check(await page.locator('#jobs tr[data-job=blob_gc]').count() === 1, 'the jobs table lists blob_gc');
   check((await page.textContent('#health')).includes('Blobs (fs)'), 'the health cards show the blobs');
+  check(await page.locator('#processes tbody tr').count() === 1, 'the processes table lists this process');
   check(await page.locator(`#communities code[title="${COMMUNITY}"]`).count() === 1,
     'the communities table lists the community');
 

@@ -367,3 +367,30 @@ impl TestCa {
             .unwrap()
     }
 }
+
+/// Until `check` holds, at most `secs`.
+pub async fn eventually(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A metric's value, or 0 when the series does not exist yet.
+pub async fn metric(node: &Node, series: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", node.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+pub const FROM_PEER_STORED: &str =
+    r#"meshrelay_payloads_ingested_total{via="peer",outcome="stored"} "#;
+pub const FROM_PEER_DUP: &str =
+    r#"meshrelay_payloads_ingested_total{via="peer",outcome="duplicate"} "#;
