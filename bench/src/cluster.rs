@@ -180,6 +180,8 @@ async fn one_run(bin: &Path, args: &Args, n: usize, run: usize) -> anyhow::Resul
         ("MESHRELAY_PUBLIC_URL", "http://127.0.0.1:9".to_string()),
         ("MESHRELAY_ADMIN_TOKEN", "bench".to_string()),
         ("MESHRELAY_MAX_SUBSCRIPTIONS", "4".to_string()),
+        // Every subscriber and publisher connects from 127.0.0.1.
+        ("MESHRELAY_MAX_CONNECTIONS_PER_IP", "100000".to_string()),
     ];
     let mut nodes = Vec::new();
     for _ in 0..n {
