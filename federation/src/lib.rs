@@ -22,6 +22,7 @@ mod delivery;
 pub use meshrelay_httpsig as httpsig;
 pub mod inbound;
 pub mod ingest;
+pub mod lazy;
 pub mod limits;
 pub mod metrics;
 pub mod peer_client;

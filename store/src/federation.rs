@@ -126,6 +126,26 @@ impl Store {
         })
     }
 
+    /// The ids among these that this node holds (shown or not) or keeps a
+    /// tombstone of: what an offer (PROTOCOL.md 5.6) need not bring.
+    pub async fn known_ids(&self, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        let mut known = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            for table in ["payloads", "tombstones"] {
+                with_pool!(self, p => {
+                    let mut qb = QueryBuilder::new(format!("SELECT id FROM {table} WHERE id IN ("));
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    known.extend(qb.build_query_scalar::<String>().fetch_all(p).await?);
+                });
+            }
+        }
+        Ok(known)
+    }
+
     pub async fn delete_peer(&self, node: &str) -> Result<bool> {
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;

@@ -126,6 +126,51 @@ pub async fn inbox(
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
+/// An offer of ids, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct IhaveRequestDoc {
+    /// At most 1,000 items.
+    pub items: Vec<IhaveItemDoc>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct IhaveItemDoc {
+    /// A payload id: 64 lowercase hex digits.
+    pub id: String,
+    /// The hops the payload would be delivered with.
+    pub hops: u32,
+}
+
+/// A peer offers payload ids (lazy forwarding, PROTOCOL.md 5.6; signed by
+/// its node key): the answer lists the ones this node neither holds nor
+/// keeps a tombstone of, which the peer then delivers through the inbox.
+#[utoipa::path(
+    post,
+    path = "/v1/federation/ihave",
+    request_body = IhaveRequestDoc,
+    responses(
+        (status = 200, body = meshrelay_federation::lazy::IhaveResponse),
+        (status = 400, description = "bad_request: not an offer, or an item whose id is not a payload id", body = ErrorBody),
+        (status = 401, description = "auth_failed or unknown_peer", body = ErrorBody),
+        (status = 403, description = "blocked or peer_pending", body = ErrorBody),
+        (status = 413, description = "more than 1,000 items or 1 MiB", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this peer's inbox_rate, with Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn ihave(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<meshrelay_federation::lazy::IhaveResponse>> {
+    let body = body_or_413(body)?;
+    let fed = &state.federation;
+    fed.authenticate(path_of(&uri), &headers, &body).await?;
+    Ok(Json(fed.answer_ihave(&body).await?))
+}
+
 #[derive(Deserialize, Serialize, ToSchema)]
 pub struct SyncRequestDoc {
     /// One filter of the initiator's preference (`{}` for scope `all`), without `limit`.

@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(federation::announce))
         .routes(routes!(federation::sync))
         .routes(routes!(federation::fetch))
+        .routes(routes!(federation::ihave))
         .layer(DefaultBodyLimit::max(
             meshrelay_federation::limits::MAX_BODY_BYTES,
         ))

@@ -45,6 +45,8 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
         "url": s.public_url(),
         "software": {"name": SOFTWARE_NAME, "version": SOFTWARE_VERSION},
         "protocol": 1,
+        // PROTOCOL.md 5.6: this node answers `POST /v1/federation/ihave`.
+        "lazy_forwarding": true,
         "limits": limits_json(&state),
         "federation": {
             "subscribe": s.federation.own_subscribe,

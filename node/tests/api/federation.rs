@@ -327,3 +327,59 @@ async fn with_approval_required_a_newcomer_waits_as_pending() {
     );
     assert_eq!(b.state.store.count_payloads().await.unwrap(), 0);
 }
+
+const IHAVE: &str = "/v1/federation/ihave";
+
+/// PROTOCOL.md 5.6, the receiving side: an offer is answered with the ids
+/// this node neither holds (shown or hidden) nor keeps a tombstone of, in
+/// offer order, once each; only a known peer may offer, within the bounds.
+#[tokio::test]
+async fn an_offer_is_answered_with_the_ids_this_node_lacks() {
+    let app = spawn_app().await;
+    let (_, info) = app.get_json("/v1/info").await;
+    assert_eq!(info["lazy_forwarding"], true, "{info}");
+    let offer = |ids: &[&str]| {
+        json!({"items": ids.iter().map(|id| json!({"id": id, "hops": 2})).collect::<Vec<_>>()})
+            .to_string()
+    };
+    let stranger = NodeKey::generate();
+    let (s, v) = signed_post(&app, &stranger, IHAVE, &offer(&[]), now_secs()).await;
+    assert_eq!((s, code(&v)), (401, "unknown_peer"), "{v}");
+
+    let peer = NodeKey::generate();
+    app.state
+        .store
+        .insert_peer(
+            &peer.public_hex(),
+            "http://127.0.0.1:9",
+            meshrelay_store::PeerStatus::Active,
+            r#"{"scope":"all"}"#,
+            "",
+            1,
+        )
+        .await
+        .unwrap();
+    let held = post_in("general", "held");
+    assert_eq!(app.publish(&held).await.0, 201);
+    let hidden = post_in("general", "removed by the operator");
+    assert_eq!(app.publish(&hidden).await.0, 201);
+    assert!(app.state.store.hide_payload(&hidden.id).await.unwrap());
+    let (lacking, other) = ("ab".repeat(32), "cd".repeat(32));
+    let body = offer(&[&lacking, &held.id, &hidden.id, &other, &lacking]);
+    let (s, v) = signed_post(&app, &peer, IHAVE, &body, now_secs()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v, json!({"want": [lacking, other]}));
+
+    let many: Vec<String> = (0..1001).map(|i| format!("{i:064x}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (s, v) = signed_post(&app, &peer, IHAVE, &offer(&many), now_secs()).await;
+    assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
+    for bad in [
+        offer(&["XYZ"]),
+        json!({"items": [{"id": lacking}]}).to_string(),
+        "[]".to_string(),
+    ] {
+        let (s, v) = signed_post(&app, &peer, IHAVE, &bad, now_secs()).await;
+        assert_eq!((s, code(&v)), (400, "bad_request"), "{bad} -> {v}");
+    }
+}

@@ -409,6 +409,11 @@ async fn the_openapi_document_lists_exactly_what_is_served() {
         "/metrics",
         "/.well-known/meshrelay",
         "/v1/blobs/{sha256}",
+        "/v1/communities/{owner}/{name}",
+        "/v1/federation/inbox",
+        "/v1/federation/ihave",
+        "/v1/federation/fetch",
+        "/v1/federation/sync",
     ] {
         assert!(
             paths.contains_key(expected),
