@@ -747,8 +747,9 @@ async fn post_status(node: &Node, p: &Payload) -> u16 {
 
 /// PROTOCOL.md 9 across a line of real nodes A–B–C: governance published on
 /// A reaches C by forwarding and C computes A's state; a member's post that
-/// reaches B before its grant is refused there, and accepted when sent again
-/// once the grant arrived; a ban on A hides the banned author's posts on C.
+/// reaches B before its grant is refused there, and after the next sync
+/// (which brings the grant, and the post again) it is accepted; a ban on A
+/// hides the banned author's posts on C.
 #[tokio::test]
 async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
     let (da, db, dc) = (
@@ -757,10 +758,21 @@ async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
         tempfile::tempdir().unwrap(),
     );
     let no_sync = ("MESHRELAY_SYNC_SCHEDULE", "0 0 0 1 1 * 2099");
-    let a = Node::start(da.path(), &vars(&[no_sync])).await;
+    let a_admin = format!("127.0.0.1:{}", free_port());
+    let b_admin = format!("127.0.0.1:{}", free_port());
+    let token = ("MESHRELAY_ADMIN_TOKEN", "line-of-three-token");
+    let a = Node::start(
+        da.path(),
+        &vars(&[no_sync, token, ("MESHRELAY_ADMIN_LISTEN", &a_admin)]),
+    )
+    .await;
     let b = Node::start(
         db.path(),
-        &vars(&[no_sync, ("MESHRELAY_SEED_PEERS", &a.base)]),
+        &vars(&[
+            no_sync,
+            ("MESHRELAY_SEED_PEERS", &a.base),
+            ("MESHRELAY_ADMIN_LISTEN", &b_admin),
+        ]),
     )
     .await;
     let c = Node::start(
@@ -810,6 +822,25 @@ async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
     // A post by `late` reaches B before the grant that allows it exists there.
     let early = community_post(&late, &root, t + 20, "before my grant");
     assert_eq!(post_status(&b, &early).await, 403);
+    // The grant and the post are stored on A while A forwards nothing to B
+    // (B blocked there for a moment): only a sync can bring them to B.
+    let b_key = b.json("/v1/info").await.1["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = |action: &'static str| {
+        let (url, key) = (format!("http://{a_admin}"), b_key.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/admin/v1/peers/{key}/{action}"))
+                .bearer_auth(token.1)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{action}");
+        }
+    };
+    admin("block").await;
     let late_grant = governance(
         &owner,
         &root,
@@ -818,14 +849,31 @@ async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
         &[&["p", &late.public_hex(), "member"]],
     );
     assert_eq!(post_status(&a, &late_grant).await, 201);
-    eventually("the late grant to reach B", 20, async || {
-        b.json(&format!("/v1/payloads/{}", late_grant.id)).await.0 == 200
-    })
-    .await;
+    assert_eq!(post_status(&a, &early).await, 201);
+    admin("unblock").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        post_status(&b, &early).await,
-        201,
-        "accepted once its authority arrived"
+        b.json(&format!("/v1/payloads/{}", late_grant.id)).await.0,
+        404,
+        "the grant was not forwarded to B"
+    );
+    // The next sync brings the grant and the post again, which B now
+    // accepts (a second run when one transfer stored the post before its
+    // grant).
+    for _ in 0..2 {
+        sync_cli(db.path(), &b_admin, &a.base).await;
+        if b.json(&format!("/v1/payloads/{}", early.id)).await.0 == 200 {
+            break;
+        }
+    }
+    assert_eq!(
+        b.json(&format!("/v1/payloads/{}", early.id)).await.0,
+        200,
+        "accepted after the sync that brought its authority"
+    );
+    assert_eq!(
+        b.json(&format!("/v1/payloads/{}", late_grant.id)).await.0,
+        200
     );
 
     // The owner bans the member on A: on C the member's post is hidden.
@@ -842,7 +890,13 @@ async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
     })
     .await;
     assert_eq!(a.json(&format!("/v1/payloads/{}", hello.id)).await.0, 404);
-    assert_eq!(c.json(&path).await, a.json(&path).await);
+    // B holds every governance payload (the late grant by sync); C lacks
+    // only what sync moved to B, which sync does not forward.
+    assert_eq!(b.json(&path).await, a.json(&path).await);
+    assert_eq!(
+        c.json(&format!("/v1/payloads/{}", late_grant.id)).await.0,
+        404
+    );
     for n in [a, b, c] {
         n.signal("-TERM");
         assert!(n.wait().await.success());
