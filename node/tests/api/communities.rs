@@ -447,19 +447,7 @@ async fn every_ingest_path_refuses_a_non_members_post() {
         }
     }
 
-    let peer = NodeKey::generate();
-    app.state
-        .store
-        .insert_peer(
-            &peer.public_hex(),
-            "http://127.0.0.1:9",
-            meshrelay_store::PeerStatus::Active,
-            r#"{"scope":"all"}"#,
-            "",
-            1,
-        )
-        .await
-        .unwrap();
+    let peer = app.active_peer().await;
     let body =
         json!({"items": [crate::federation::item(&theirs[2]), crate::federation::item(&ours[2])]})
             .to_string();

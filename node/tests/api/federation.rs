@@ -67,19 +67,8 @@ pub(crate) const INBOX: &str = "/v1/federation/inbox";
 #[tokio::test]
 async fn bad_inbox_requests_are_refused_and_store_nothing() {
     let app = spawn_app_with(&[("MESHRELAY_SUBSCRIBE", r#"[{"channels":["plural/*"]}]"#)]).await;
-    let peer = NodeKey::generate();
+    let peer = app.active_peer().await;
     let store = &app.state.store;
-    store
-        .insert_peer(
-            &peer.public_hex(),
-            "http://127.0.0.1:9",
-            meshrelay_store::PeerStatus::Active,
-            r#"{"scope":"all"}"#,
-            "",
-            1,
-        )
-        .await
-        .unwrap();
     let body = json!({"items": [item(&post_in("plural/a", "carried"))]}).to_string();
 
     // Unsigned.
@@ -190,19 +179,7 @@ fn regex_keyid(input: &str, keyid: &str) -> String {
 #[tokio::test]
 async fn inbox_items_are_checked_one_by_one() {
     let app = spawn_app_with(&[("MESHRELAY_SUBSCRIBE", r#"[{"channels":["plural/*"]}]"#)]).await;
-    let peer = NodeKey::generate();
-    app.state
-        .store
-        .insert_peer(
-            &peer.public_hex(),
-            "http://127.0.0.1:9",
-            meshrelay_store::PeerStatus::Active,
-            r#"{"scope":"all"}"#,
-            "",
-            1,
-        )
-        .await
-        .unwrap();
+    let peer = app.active_peer().await;
     let good = post_in("plural/a", "wanted");
     let unwanted = post_in("general", "not wanted here");
     let mut tampered = post_in("plural/b", "original");
@@ -346,19 +323,7 @@ async fn an_offer_is_answered_with_the_ids_this_node_lacks() {
     let (s, v) = signed_post(&app, &stranger, IHAVE, &offer(&[]), now_secs()).await;
     assert_eq!((s, code(&v)), (401, "unknown_peer"), "{v}");
 
-    let peer = NodeKey::generate();
-    app.state
-        .store
-        .insert_peer(
-            &peer.public_hex(),
-            "http://127.0.0.1:9",
-            meshrelay_store::PeerStatus::Active,
-            r#"{"scope":"all"}"#,
-            "",
-            1,
-        )
-        .await
-        .unwrap();
+    let peer = app.active_peer().await;
     let held = post_in("general", "held");
     assert_eq!(app.publish(&held).await.0, 201);
     let hidden = post_in("general", "removed by the operator");

@@ -90,6 +90,25 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A new key, recorded as an active peer (at an address nobody serves)
+    /// whose signed federation requests this node admits.
+    pub async fn active_peer(&self) -> meshrelay_protocol::NodeKey {
+        let peer = meshrelay_protocol::NodeKey::generate();
+        self.state
+            .store
+            .insert_peer(
+                &peer.public_hex(),
+                "http://127.0.0.1:9",
+                meshrelay_store::PeerStatus::Active,
+                r#"{"scope":"all"}"#,
+                "",
+                1,
+            )
+            .await
+            .unwrap();
+        peer
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let resp = self.get(path).await;
         let status = resp.status().as_u16();

@@ -282,19 +282,7 @@ async fn sync_and_fetch_refuse_strangers_and_bad_requests() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 
-    let peer = NodeKey::generate();
-    app.state
-        .store
-        .insert_peer(
-            &peer.public_hex(),
-            "http://127.0.0.1:9",
-            meshrelay_store::PeerStatus::Active,
-            r#"{"scope":"all"}"#,
-            "",
-            1,
-        )
-        .await
-        .unwrap();
+    let peer = app.active_peer().await;
     // Eleven payloads over a cap of ten: too_large, and the initiator splits.
     let (s, v) = signed_post(&app, &peer, "/v1/federation/sync", &sync_body).await;
     assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
