@@ -10,30 +10,9 @@ use meshrelay_protocol::node_doc::Subscribe;
 use meshrelay_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
-/// A list written either as a TOML array or as one comma-separated string
-/// (the only form an environment variable has).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-enum ListSetting {
-    List(Vec<String>),
-    Text(String),
-}
-
-impl ListSetting {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            ListSetting::List(v) => v,
-            ListSetting::Text(s) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-        }
-    }
-}
-
 mod keys;
+mod lists;
+use lists::{trusted_proxies, ListSetting};
 
 /// `log_format`: how log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -333,23 +312,6 @@ pub struct Jobs {
     pub job_history: u32,
     /// Jobs that are registered but never scheduled (they still run on demand).
     pub disabled_jobs: Vec<String>,
-}
-
-/// `trusted_proxies`: addresses (one host each) or CIDR blocks.
-fn trusted_proxies(list: Option<ListSetting>) -> anyhow::Result<Vec<ipnet::IpNet>> {
-    list.map(ListSetting::into_vec)
-        .unwrap_or_default()
-        .iter()
-        .map(|item| {
-            item.parse::<ipnet::IpNet>()
-                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "setting trusted_proxies: {item:?} is neither an address nor a CIDR block like 10.0.0.0/8"
-                    )
-                })
-        })
-        .collect()
 }
 
 /// Federation's section; `public_url` defaults to `http://<listen>`.
