@@ -41,15 +41,34 @@ impl Federation {
     /// Wake every delivery loop, those backing off from a failing peer too
     /// (an operator put dead letters back in the queue).
     pub fn wake_all(&self) {
-        self.wake_idle();
+        for n in self.wakers.lock().expect("lock").values() {
+            n.notify_one();
+        }
         self.kick.notify_waiters();
     }
 
-    /// Wake the delivery loops that wait for work (another process of this
-    /// node queued some); backoffs are left to run out.
+    /// Wake the delivery loops of this process that hold their peer's lease
+    /// and wait for work (another process of this node queued some);
+    /// backoffs are left to run out, and loops standing by look for
+    /// themselves every `LEASE_CHECK`.
     pub fn wake_idle(&self) {
-        for n in self.wakers.lock().expect("lock").values() {
-            n.notify_one();
+        let leading = self.leading.lock().expect("lock");
+        for (peer, n) in self.wakers.lock().expect("lock").iter() {
+            if leading.contains(peer) {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Whether this process's loop for `peer` holds its lease now.
+    fn set_leading(&self, peer: &str, leading: bool) {
+        let mut set = self.leading.lock().expect("lock");
+        if leading {
+            if !set.contains(peer) {
+                set.insert(peer.to_string());
+            }
+        } else {
+            set.remove(peer);
         }
     }
 
@@ -87,6 +106,7 @@ impl Federation {
                         }
                     }
                     if let Some(c) = &self.config.cluster {
+                        self.set_leading(&peer, false);
                         let _ = self.store.release_lease(&peer, &c.instance).await;
                     }
                     return;
@@ -186,7 +206,9 @@ impl Federation {
         if let Some(c) = &self.config.cluster {
             // One process delivers to a peer at a time: one backoff, one
             // pipeline, one health record (PROTOCOL.md 8.1).
-            if !self.store.hold_lease(peer, &c.instance, LEASE_MS).await? {
+            let held = self.store.hold_lease(peer, &c.instance, LEASE_MS).await?;
+            self.set_leading(peer, held);
+            if !held {
                 return Ok(Next::Standby);
             }
         }

@@ -135,6 +135,8 @@ pub struct Federation {
     router: RwLock<Arc<Router>>,
     /// Wakes a peer's delivery loop when something was queued for it.
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Several processes: the peers whose delivery lease this process holds.
+    leading: Mutex<std::collections::HashSet<String>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Items delivered since start (the admin API's forward rate).
@@ -173,6 +175,7 @@ impl Federation {
             metrics: metrics::SyncMetrics::default(),
             router: RwLock::new(Arc::new(Router::default())),
             wakers: Mutex::new(HashMap::new()),
+            leading: Mutex::new(std::collections::HashSet::new()),
             tasks: TaskTracker::new(),
             shutdown,
             delivered: std::sync::atomic::AtomicU64::new(0),
