@@ -230,7 +230,11 @@ impl Federation {
         let Some(c) = &self.config.cluster else {
             return;
         };
-        let note = serde_json::json!({ "i": c.instance, "node": node }).to_string();
+        let note = serde_json::to_string(&meshrelay_store::cluster::PeerNote {
+            instance: c.instance.clone(),
+            node: node.to_string(),
+        })
+        .expect("serializes");
         if let Err(e) = self.store.notify(&c.peers_channel, &note).await {
             tracing::warn!(error = ?e, peer = %node, "telling the other processes of a peer change failed");
         }

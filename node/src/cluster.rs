@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use meshrelay_protocol::clock::{now_ms, now_secs};
 use meshrelay_protocol::Payload;
-use meshrelay_store::cluster::{Channels, Event, Heard, Instance, Stored};
+use meshrelay_store::cluster::{Channels, Event, Heard, Instance, PeerNote, Stored};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -62,13 +62,6 @@ struct SignalNote {
     #[serde(rename = "type")]
     kind: String,
     data: Map<String, Value>,
-}
-
-/// A peer change as it crosses to the other processes.
-#[derive(Serialize, Deserialize)]
-pub struct PeerNote {
-    pub i: String,
-    pub node: String,
 }
 
 fn id_bytes(id: &str) -> Option<[u8; 32]> {
@@ -320,7 +313,7 @@ async fn hear(state: &AppState, heard: Heard) {
         let Ok(note) = serde_json::from_str::<PeerNote>(&heard.payload) else {
             return;
         };
-        if note.i != c.instance {
+        if note.instance != c.instance {
             if let Err(e) = state.federation.peer_changed_elsewhere(&note.node).await {
                 tracing::warn!(error = ?e, peer = %note.node, "applying another process's peer change failed");
             }

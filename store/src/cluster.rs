@@ -72,6 +72,15 @@ impl Stored {
     }
 }
 
+/// A peer change told to the other processes: who changed it, and the
+/// peer's node key (`*` for every peer, after a poll of all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNote {
+    #[serde(rename = "i")]
+    pub instance: String,
+    pub node: String,
+}
+
 /// One process's heartbeat, as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
 pub struct Instance {
