@@ -2,7 +2,7 @@
 
 use sqlx::QueryBuilder;
 
-use crate::states::{OutboxState, PeerStatus};
+use crate::states::{Forwarding, OutboxState, PeerStatus};
 use crate::{with_pool, BeginWrite, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -21,6 +21,12 @@ pub struct Peer {
     pub poll_failures: i64,
     pub delivery_failures: i64,
     pub last_delivery: Option<i64>,
+    /// Whole payloads or offers of their ids (PROTOCOL.md 5.6).
+    #[sqlx(try_from = "String")]
+    pub forwarding: Forwarding,
+    /// Its `/v1/info` said `"lazy_forwarding": true` when last asked: it
+    /// may be sent offers.
+    pub answers_offers: bool,
 }
 
 /// One queued delivery, with the payload's JSON when it is still visible.
@@ -40,7 +46,7 @@ pub struct OutboxItem {
     pub json: Option<String>,
 }
 
-const PEER_COLUMNS: &str = "SELECT node, url, status, subscribe, inbox, added_at, last_poll, last_poll_ok, poll_failures, delivery_failures, last_delivery FROM peers";
+const PEER_COLUMNS: &str = "SELECT node, url, status, subscribe, inbox, added_at, last_poll, last_poll_ok, poll_failures, delivery_failures, last_delivery, forwarding, answers_offers FROM peers";
 const ITEM_COLUMNS: &str = "SELECT o.item_id, o.peer, o.payload_id, o.hops, o.enqueued_at, o.attempts, o.next_attempt, o.last_error, o.state, \
      CASE WHEN p.hidden OR p.held_back OR EXISTS (SELECT 1 FROM blocked_authors b WHERE b.author = p.author) THEN NULL ELSE p.json END AS json \
      FROM outbox o LEFT JOIN payloads p ON p.id = o.payload_id";
@@ -123,6 +129,35 @@ impl Store {
                 .push(" AND status = ")
                 .push_bind(expected.as_str());
             Ok(qb.build().execute(p).await?.rows_affected() > 0)
+        })
+    }
+
+    /// Forward to a peer whole payloads or offers (PROTOCOL.md 5.6); true
+    /// when this changed it (several processes may decide at once: one write).
+    pub async fn set_forwarding(&self, node: &str, forwarding: Forwarding) -> Result<bool> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("UPDATE peers SET forwarding = ");
+            qb.push_bind(forwarding.as_str())
+                .push(" WHERE node = ")
+                .push_bind(node.to_string())
+                .push(" AND forwarding <> ")
+                .push_bind(forwarding.as_str());
+            Ok(qb.build().execute(p).await?.rows_affected() > 0)
+        })
+    }
+
+    /// What the peer's `/v1/info` said of offers; a peer that no longer
+    /// answers them gets whole payloads again.
+    pub async fn set_answers_offers(&self, node: &str, answers: bool) -> Result<()> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("UPDATE peers SET answers_offers = ");
+            qb.push_bind(answers);
+            if !answers {
+                qb.push(", forwarding = 'eager'");
+            }
+            qb.push(" WHERE node = ").push_bind(node.to_string());
+            qb.build().execute(p).await?;
+            Ok(())
         })
     }
 
@@ -219,6 +254,20 @@ impl Store {
                 .push(" ORDER BY o.item_id LIMIT ")
                 .push_bind(limit);
             Ok(qb.build_query_as::<OutboxItem>().fetch_all(p).await?)
+        })
+    }
+
+    /// Make every pending item for `peer` due at `now_ms` (it is back: what
+    /// waits out a backoff goes now); the number of items moved up.
+    pub async fn make_due(&self, peer: &str, now_ms: i64) -> Result<u64> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("UPDATE outbox SET next_attempt = ");
+            qb.push_bind(now_ms)
+                .push(" WHERE peer = ")
+                .push_bind(peer.to_string())
+                .push(" AND state = 'pending' AND next_attempt > ")
+                .push_bind(now_ms);
+            Ok(qb.build().execute(p).await?.rows_affected())
         })
     }
 

@@ -26,7 +26,7 @@ pub use communities::CommunitySummary;
 pub use federation::{OutboxItem, Peer};
 pub use jobs::{JobRun, Pruned};
 pub use queries::{Cursor, LogPage, Page, StoredRow};
-pub use states::{OutboxState, PeerStatus};
+pub use states::{Forwarding, OutboxState, PeerStatus};
 pub use writer::{WriteOutcome, Writer, WriterConfig, WriterTask};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! The states a peer and an outbox item can be in. The database keeps them as
+//! The states a peer, its forwarding and an outbox item can be in. The database keeps them as
 //! text with CHECK constraints (migration 0005); this pair of `Display` and
 //! `FromStr` is the only place their spellings live, and the predicates here
 //! are the only place that decides what each state allows.
@@ -156,6 +156,54 @@ impl TryFrom<String> for OutboxState {
     }
 }
 
+/// How this node forwards to a peer (PROTOCOL.md 5.6): the whole payload
+/// through its inbox (`eager`), or an offer of the id it may take up (`lazy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
+pub enum Forwarding {
+    Eager,
+    Lazy,
+}
+
+impl Forwarding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eager => "eager",
+            Self::Lazy => "lazy",
+        }
+    }
+}
+
+impl From<Forwarding> for &'static str {
+    fn from(f: Forwarding) -> Self {
+        f.as_str()
+    }
+}
+
+impl fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Forwarding {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "eager" => Ok(Self::Eager),
+            "lazy" => Ok(Self::Lazy),
+            _ => Err(UnknownState(s.to_string())),
+        }
+    }
+}
+
+impl TryFrom<String> for Forwarding {
+    type Error = UnknownState;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +213,10 @@ mod tests {
         for s in PeerStatus::ALL {
             assert_eq!(s.to_string().parse::<PeerStatus>(), Ok(s));
         }
+        for f in [Forwarding::Eager, Forwarding::Lazy] {
+            assert_eq!(f.to_string().parse::<Forwarding>(), Ok(f));
+        }
+        assert!("Lazy".parse::<Forwarding>().is_err());
         for s in [OutboxState::Pending, OutboxState::Dead] {
             assert_eq!(s.to_string().parse::<OutboxState>(), Ok(s));
         }

@@ -31,6 +31,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_links_forwarding_and_offer_support_are_kept_and_a_returning_peer_is_due_at_once,
     a_written_payload_reads_back_byte_for_byte,
     a_second_write_of_an_id_is_a_duplicate,
     a_duplicate_carries_the_time_it_was_first_stored,
@@ -1109,4 +1110,66 @@ async fn samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_stat
     );
     assert_eq!(store.count_received_since(1).await.unwrap(), 3);
     assert_eq!(store.count_received_since(2).await.unwrap(), 0);
+}
+
+/// PROTOCOL.md 5.6: each peer's forwarding mode and whether it answers
+/// offers live in its record; a peer that stops answering offers is eager
+/// again; `make_due` brings every backed-off item of a peer forward.
+async fn a_links_forwarding_and_offer_support_are_kept_and_a_returning_peer_is_due_at_once(
+    store: &Store,
+) {
+    use meshrelay_store::Forwarding;
+    let peer = "dd".repeat(32);
+    store
+        .insert_peer(&peer, "http://d", PeerStatus::Active, "{}", "", 1)
+        .await
+        .unwrap();
+    let got = store.peer(&peer).await.unwrap().unwrap();
+    assert_eq!(
+        (got.forwarding, got.answers_offers),
+        (Forwarding::Eager, false)
+    );
+    store.set_answers_offers(&peer, true).await.unwrap();
+    assert!(store.set_forwarding(&peer, Forwarding::Lazy).await.unwrap());
+    assert!(
+        !store.set_forwarding(&peer, Forwarding::Lazy).await.unwrap(),
+        "no change, no write"
+    );
+    let got = store.peer(&peer).await.unwrap().unwrap();
+    assert_eq!(
+        (got.forwarding, got.answers_offers),
+        (Forwarding::Lazy, true)
+    );
+    store.set_answers_offers(&peer, false).await.unwrap();
+    let got = store.peer(&peer).await.unwrap().unwrap();
+    assert_eq!(
+        (got.forwarding, got.answers_offers),
+        (Forwarding::Eager, false)
+    );
+
+    let w = writer(store);
+    let key = NodeKey::generate();
+    for seq in 1..=3 {
+        let p = payload(&key, seq, 10 + seq, "general", vec![]);
+        w.write_and_forward(
+            Arc::new(p.clone()),
+            p.to_json().into(),
+            None,
+            1,
+            vec![(peer.clone(), 1)],
+        )
+        .await
+        .unwrap();
+    }
+    let due = store.due_items(&peer, i64::MAX, 100).await.unwrap();
+    let ids: Vec<i64> = due.iter().map(|i| i.item_id).collect();
+    let now = meshrelay_protocol::clock::now_ms() + 1_000;
+    store
+        .defer_items(&ids[..2], now + 90_000, "down", false)
+        .await
+        .unwrap();
+    assert_eq!(store.due_items(&peer, now, 100).await.unwrap().len(), 1);
+    assert_eq!(store.make_due(&peer, now).await.unwrap(), 2);
+    assert_eq!(store.due_items(&peer, now, 100).await.unwrap().len(), 3);
+    assert_eq!(store.make_due(&peer, now).await.unwrap(), 0);
 }
