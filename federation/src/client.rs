@@ -17,6 +17,18 @@ use crate::httpsig;
 
 use crate::limits::{MAX_ANSWER_BYTES, MAX_DOC_BYTES};
 
+/// Headers reqwest adds to a POST by itself: `host: `, `accept: */*`,
+/// `content-length: ` with up to 7 digits, each with its CRLF.
+const IMPLICIT_HEADERS: usize = "host: \r\naccept: */*\r\ncontent-length: 1048576\r\n".len();
+
+/// Bytes of these headers on an HTTP/1.1 wire (`name: value` and CRLF).
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + 2 + v.len() + 2)
+        .sum()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{0}")]
@@ -218,13 +230,15 @@ impl Outbound {
         Ok(doc)
     }
 
-    /// POST a signed JSON body; returns the status and the (capped) answer.
+    /// POST a signed JSON body; returns the status, the (capped) answer and
+    /// the HTTP/1.1 bytes both ways (request and status lines, headers,
+    /// bodies; what reqwest adds itself is estimated by `IMPLICIT_HEADERS`).
     pub async fn post_signed(
         &self,
         url: &str,
         body: Vec<u8>,
         now: i64,
-    ) -> Result<(u16, Vec<u8>), FetchError> {
+    ) -> Result<(u16, Vec<u8>, usize), FetchError> {
         let parsed = self.check_url(url)?;
         let mut headers = HeaderMap::new();
         headers.insert("content-type", "application/json".parse().expect("static"));
@@ -237,6 +251,11 @@ impl Outbound {
             now,
         )
         .map_err(|e| FetchError::Refused(e.0))?;
+        let sent = format!("POST {} HTTP/1.1\r\n\r\n", parsed.path()).len()
+            + header_bytes(&headers)
+            + IMPLICIT_HEADERS
+            + parsed.host_str().map_or(0, str::len)
+            + body.len();
         let resp = self
             .http
             .post(parsed)
@@ -245,7 +264,19 @@ impl Outbound {
             .send()
             .await?;
         let status = resp.status().as_u16();
-        Ok((status, read_capped(resp, MAX_ANSWER_BYTES).await?))
+        let answer_head = "HTTP/1.1 200 OK\r\n\r\n".len() + header_bytes(resp.headers());
+        let answer = read_capped(resp, MAX_ANSWER_BYTES).await?;
+        let wire = sent + answer_head + answer.len();
+        Ok((status, answer, wire))
+    }
+
+    /// GET `url` (checked like every peer URL) within the client's
+    /// timeouts: its status and at most `cap` bytes of its body.
+    pub async fn get_capped(&self, url: &str, cap: usize) -> Result<(u16, Vec<u8>), FetchError> {
+        let parsed = self.check_url(url)?;
+        let resp = self.http.get(parsed).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, read_capped(resp, cap).await?))
     }
 
     /// GET `url` (checked like every peer URL), for a caller that streams

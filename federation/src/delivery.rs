@@ -9,13 +9,13 @@ use meshrelay_protocol::clock::{now_ms, now_secs};
 use meshrelay_store::{OutboxItem, PeerStatus};
 use tokio::sync::Notify;
 
-use crate::peer_client::InboxBody;
+use crate::peer_client::{InboxAnswer, InboxBody};
 use crate::Federation;
 
 /// Consecutive failed deliveries after which a peer counts as unreachable.
 const UNREACHABLE_AFTER: u32 = 5;
 /// Inbox requests in flight to one peer at a time.
-const PIPELINE: usize = 4;
+pub(crate) const PIPELINE: usize = 4;
 /// Several processes (PROTOCOL.md 8.1): one delivers to a peer at a time,
 /// under a lease of this long, renewed at every attempt and while idle.
 const LEASE_MS: i64 = 15_000;
@@ -24,11 +24,14 @@ const LEASE_MS: i64 = 15_000;
 const LEASE_CHECK: Duration = Duration::from_secs(4);
 
 /// What a delivery loop does after one attempt.
-enum Next {
+pub(crate) enum Next {
     /// A batch went out; more may be due at once.
     More,
     /// Nothing due: wait for new items or the next due time.
     Idle,
+    /// Nothing due to offer to a lazy peer: wait for the next due time plus
+    /// the offer delay.
+    Offering,
     /// The peer failed: wait this long whatever gets queued meanwhile.
     Backoff(Duration),
     /// The peer was forgotten: the loop ends.
@@ -82,15 +85,28 @@ impl Federation {
             wakers.insert(peer.to_string(), n.clone());
             n
         };
+        let kick = Arc::new(Notify::new());
+        self.kicks
+            .lock()
+            .expect("lock")
+            .insert(peer.to_string(), kick.clone());
         let this = self.clone();
         let peer = peer.to_string();
         self.tasks
-            .spawn(async move { this.delivery_loop(peer, notify).await });
+            .spawn(async move { this.delivery_loop(peer, notify, kick).await });
+    }
+
+    /// End `peer`'s backoff now, if its loop is sleeping one out: the peer
+    /// said it is back (it announced itself again after a restart).
+    pub(crate) fn kick_peer(&self, peer: &str) {
+        if let Some(k) = self.kicks.lock().expect("lock").get(peer) {
+            k.notify_waiters();
+        }
     }
 
     /// Drain one peer's outbox: batches of at most 100 items and 1 MiB, retried
     /// with exponential backoff and jitter, given up after `max_delivery_age_secs`.
-    async fn delivery_loop(self: Arc<Self>, peer: String, notify: Arc<Notify>) {
+    async fn delivery_loop(self: Arc<Self>, peer: String, notify: Arc<Notify>, kick: Arc<Notify>) {
         let mut failures: u32 = 0;
         loop {
             if self.shutdown.is_cancelled() {
@@ -103,22 +119,28 @@ impl Federation {
                         let mut wakers = self.wakers.lock().expect("lock");
                         if wakers.get(&peer).is_some_and(|n| Arc::ptr_eq(n, &notify)) {
                             wakers.remove(&peer);
+                            self.kicks.lock().expect("lock").remove(&peer);
                         }
                     }
                     if let Some(c) = &self.config.cluster {
                         self.set_leading(&peer, false);
                         let _ = self.store.release_lease(&peer, &c.instance).await;
                     }
+                    self.metrics.forget_peer(&peer);
+                    self.policy.reset(&peer);
                     return;
                 }
-                Ok(Next::Idle) => self.idle_wait(&peer).await,
+                Ok(Next::Idle) => self.idle_wait(&peer, 0).await,
+                Ok(Next::Offering) => self.idle_wait(&peer, self.config.offer_delay_ms).await,
                 Ok(Next::Standby) => LEASE_CHECK,
                 Ok(Next::Backoff(delay)) => {
                     // New items must not cut a backoff short: sleep it out,
-                    // unless an operator retries dead letters.
+                    // unless an operator retries dead letters or the peer
+                    // says it is back.
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
                         _ = self.kick.notified() => {}
+                        _ = kick.notified() => {}
                         _ = self.back_off(&peer, delay) => {}
                     }
                     continue;
@@ -159,31 +181,32 @@ impl Federation {
         }
     }
 
-    /// `send`, renewing the lease while the requests are in flight (they may
+    /// A request to `peer`, renewing the lease while it is in flight (it may
     /// take longer than a lease lasts): nobody else sends the same items.
-    async fn send_leased(
+    pub(crate) async fn leased<T>(
         &self,
         peer: &str,
-        inbox: &str,
-        batches: &[Vec<OutboxItem>],
-    ) -> Vec<(usize, String)> {
+        request: impl std::future::Future<Output = T>,
+    ) -> T {
         let Some(c) = &self.config.cluster else {
-            return self.send(inbox, batches).await;
+            return request.await;
         };
-        let send = self.send(inbox, batches);
-        tokio::pin!(send);
+        tokio::pin!(request);
         loop {
             tokio::select! {
-                failed = &mut send => return failed,
+                done = &mut request => return done,
                 _ = tokio::time::sleep(LEASE_CHECK) => self.renew_lease(peer, &c.instance).await,
             }
         }
     }
 
-    /// How long to sleep when nothing is due: until the next item falls due.
-    async fn idle_wait(&self, peer: &str) -> Duration {
+    /// How long to sleep when nothing is due: until the next item falls due
+    /// (and `delay_ms` more, for a lazy peer's offers).
+    async fn idle_wait(&self, peer: &str, delay_ms: i64) -> Duration {
         let wait = match self.store.next_due(peer).await {
-            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 60_000) as u64),
+            Ok(Some(at)) => {
+                Duration::from_millis((at + delay_ms - now_ms()).clamp(10, 60_000) as u64)
+            }
             _ => Duration::from_secs(60),
         };
         if self.config.cluster.is_some() {
@@ -219,6 +242,21 @@ impl Federation {
             return Ok(Next::Idle);
         };
         let now = now_ms();
+        let lazy = self.offers_to(&info);
+        self.metrics.set_lazy(peer, lazy);
+        if lazy {
+            // An offer goes when its oldest item is past the offer delay (an
+            // eager path may still bring the younger ones), and takes along
+            // the items past half of it: fewer, fuller offers.
+            let delay = self.config.offer_delay_ms;
+            let limit = crate::lazy::MAX_IHAVE_ITEMS as i64;
+            let due = self.store.due_items(peer, now - delay / 2, limit).await?;
+            let oldest = due.iter().map(|i| i.next_attempt).min();
+            if oldest.is_none_or(|t| t > now - delay) {
+                return Ok(Next::Offering);
+            }
+            return self.offer_once(&info, &inbox, due, now, failures).await;
+        }
         let due = self
             .store
             .due_items(peer, now, (crate::limits::MAX_ITEMS * PIPELINE) as i64)
@@ -240,14 +278,17 @@ impl Federation {
             let dropped = plan.hidden.is_empty() && plan.too_big.is_empty();
             return Ok(if dropped { Next::Idle } else { Next::More });
         }
-        let failed = self.send_leased(peer, &inbox, &plan.batches).await;
-        self.record(&info, &plan.batches, failed, now, failures)
+        let sent = self.leased(peer, self.send(&inbox, &plan.batches)).await;
+        self.metrics.forwarded("sent", sent.new, sent.duplicate);
+        self.judge_link(&info, sent.new, sent.duplicate).await;
+        self.record(&info, &plan.batches, sent.failed, now, failures)
             .await
     }
 
-    /// Send the batches at once (one request each); returns the failures'
-    /// batch indexes and why, the peer's text cut to `MAX_ERROR_TEXT`.
-    async fn send(&self, inbox: &str, batches: &[Vec<OutboxItem>]) -> Vec<(usize, String)> {
+    /// Send the batches at once (one request each): the failures' batch
+    /// indexes and why (the peer's text cut to `MAX_ERROR_TEXT`), and what
+    /// the peer's answers said of the rest.
+    pub(crate) async fn send(&self, inbox: &str, batches: &[Vec<OutboxItem>]) -> Sent {
         let results = futures_util::future::join_all(batches.iter().map(|batch| {
             let mut body = InboxBody::default();
             for item in batch {
@@ -258,11 +299,19 @@ impl Federation {
             self.client.inbox(inbox, body)
         }))
         .await;
-        results
+        let mut sent = Sent::default();
+        sent.failed = results
             .into_iter()
             .enumerate()
             .filter_map(|(i, result)| match result {
-                Ok(answer) if answer.status == 202 => None,
+                Ok(answer) if answer.status == 202 => {
+                    self.metrics.bytes("inbox", answer.wire_bytes);
+                    if let Ok(a) = serde_json::from_slice::<InboxAnswer>(&answer.body) {
+                        sent.new += a.accepted;
+                        sent.duplicate += a.duplicates;
+                    }
+                    None
+                }
                 Ok(answer) => Some((
                     i,
                     format!(
@@ -273,12 +322,13 @@ impl Federation {
                 )),
                 Err(e) => Some((i, cut(&e.to_string(), crate::MAX_ERROR_TEXT))),
             })
-            .collect()
+            .collect();
+        sent
     }
 
     /// Write what came of an attempt: delivered items leave the outbox, the
     /// rest wait out a backoff or, past `max_delivery_age_secs`, become dead.
-    async fn record(
+    pub(crate) async fn record(
         &self,
         info: &meshrelay_store::Peer,
         batches: &[Vec<OutboxItem>],
@@ -400,8 +450,18 @@ pub fn plan_batches(due: Vec<OutboxItem>, pipeline: usize) -> BatchPlan {
     plan
 }
 
+/// What one round of inbox requests came to.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    /// The batches that failed, and why.
+    pub failed: Vec<(usize, String)>,
+    /// Items the peer's answers counted as stored, and as already held.
+    pub new: u64,
+    pub duplicate: u64,
+}
+
 /// `text` cut to at most `max` characters.
-fn cut(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),

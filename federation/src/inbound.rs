@@ -298,7 +298,11 @@ impl Federation {
         // still counted and delivered to local subscribers.
         let node = peer.node.clone();
         let task = tokio::spawn(async move { store_items(ingest, node, checked, rejected).await });
-        let answer = task.await.map_err(|e| Refused::internal(&e))?;
+        let (answer, forwarded) = task.await.map_err(|e| Refused::internal(&e))?;
+        // Counted, not judged: whether this peer should push to us is its
+        // call, made from our answer (PROTOCOL.md 5.6).
+        self.metrics
+            .forwarded("received", forwarded.new, forwarded.duplicate);
         // An item this node failed to store (not refused: failed) must not be
         // given up by the sender, which drops a batch answered 202: answer so
         // it sends the batch again (what was stored is a duplicate then).
@@ -432,13 +436,21 @@ impl Federation {
     }
 }
 
+/// Items forwarded (not pushed by sync) in one inbox request: stored, and
+/// already held.
+#[derive(Debug, Default)]
+struct Forwarded {
+    new: u64,
+    duplicate: u64,
+}
+
 /// Store the checked items of one inbox request and build its answer.
 async fn store_items(
     ingest: Arc<dyn Ingest>,
     node: String,
     checked: Vec<Item>,
     mut rejected: Vec<Rejected>,
-) -> InboxResponse {
+) -> (InboxResponse, Forwarded) {
     let results = join_all(checked.into_iter().map(|item| {
         let (ingest, node) = (ingest.as_ref(), node.as_str());
         async move {
@@ -448,26 +460,34 @@ async fn store_items(
                 hops: item.hops,
                 sync: item.sync,
             };
-            (id, ingest.store(item.payload, source).await)
+            (id, item.sync, ingest.store(item.payload, source).await)
         }
     }))
     .await;
     let (mut accepted, mut duplicates) = (0, 0);
-    for (id, result) in results {
+    let mut forwarded = Forwarded::default();
+    for (id, sync, result) in results {
         match result {
-            Ok(a) if a.duplicate => duplicates += 1,
-            Ok(_) => accepted += 1,
+            Ok(a) if a.duplicate => {
+                duplicates += 1;
+                forwarded.duplicate += u64::from(!sync);
+            }
+            Ok(_) => {
+                accepted += 1;
+                forwarded.new += u64::from(!sync);
+            }
             Err(e) => rejected.push(Rejected {
                 id: Some(id),
                 code: e.code.as_str().into(),
             }),
         }
     }
-    InboxResponse {
+    let answer = InboxResponse {
         accepted,
         duplicates,
         rejected,
-    }
+    };
+    (answer, forwarded)
 }
 
 fn id_of(raw: Option<&RawValue>) -> Option<String> {

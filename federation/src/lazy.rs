@@ -1,15 +1,19 @@
-//! Lazy forwarding, the receiving side (PROTOCOL.md 5.6): a peer offers ids
-//! with `POST /v1/federation/ihave` and this node answers the ones it wants;
-//! the sender then delivers those through the inbox. This node answers
-//! offers but does not make them: it pushes whole payloads to every peer
-//! that asked (5.4).
+//! Lazy forwarding (PROTOCOL.md 5.6). Receiving: a peer offers ids with
+//! `POST /v1/federation/ihave` and this node answers the ones it wants.
+//! Sending: to a peer whose link `policy` judged redundant, the delivery loop
+//! offers the ids of the items due (each at least `offer_delay_ms` old, so
+//! that an eager path can bring them first) and pushes what it wants through
+//! the inbox; the outbox row stays until the offer is answered and the
+//! wanted payload delivered, so an offer is as durable as a forward.
 
 use meshrelay_protocol::hexfmt::is_hex32;
 use meshrelay_protocol::ErrorCode;
+use meshrelay_store::{Forwarding, OutboxItem, Peer};
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::{Next, PIPELINE};
 use crate::inbound::Refused;
-use crate::Federation;
+use crate::{plan_batches, Federation};
 
 /// Ids one offer may carry (PROTOCOL.md 5.6).
 pub const MAX_IHAVE_ITEMS: usize = 1000;
@@ -29,7 +33,7 @@ struct Offered {
 
 /// The answer to an offer: the offered ids this node neither holds nor
 /// keeps a tombstone of, in offer order, each once.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IhaveResponse {
     pub want: Vec<String>,
 }
@@ -38,7 +42,8 @@ impl Federation {
     /// Answer an offer from an authenticated peer. An offer names ids only,
     /// so a payload of a blocked author or outside this node's preference
     /// cannot be told apart here: it is asked for, and refused at the inbox.
-    pub async fn answer_ihave(&self, body: &[u8]) -> Result<IhaveResponse, Refused> {
+    /// The link's other direction follows the sender's choice (`mirror`).
+    pub async fn answer_ihave(&self, peer: &Peer, body: &[u8]) -> Result<IhaveResponse, Refused> {
         let req: IhaveRequest = serde_json::from_slice(body)
             .map_err(|e| Refused::bad_request(format!("ihave body: {e}")))?;
         if req.items.len() > MAX_IHAVE_ITEMS {
@@ -61,8 +66,187 @@ impl Federation {
             .filter(|id| seen.insert(id.clone()))
             .collect();
         let known = self.store.known_ids(&ids).await?;
-        Ok(IhaveResponse {
-            want: ids.into_iter().filter(|id| !known.contains(id)).collect(),
-        })
+        let want: Vec<String> = ids
+            .iter()
+            .filter(|id| !known.contains(*id))
+            .cloned()
+            .collect();
+        self.metrics.offer("received", ids.len(), want.len());
+        if !ids.is_empty() {
+            self.mirror(peer, want.is_empty()).await;
+        }
+        Ok(IhaveResponse { want })
+    }
+
+    /// Keep both directions of a link alike, as Plumtree's PRUNE and GRAFT
+    /// do: the eager links then form an undirected overlay, which carries a
+    /// payload from any node to every node as long as it is connected (a
+    /// direction pruned alone could leave a node reachable from some origins
+    /// only). A peer that offers has pruned its direction: so does this
+    /// node, if its offer brought nothing new (`declined`); a peer that was
+    /// wanted grafts its direction: so does this node.
+    async fn mirror(&self, peer: &Peer, declined: bool) {
+        if !self.config.forward_lazily || !peer.answers_offers {
+            return;
+        }
+        let (to, why) = if declined {
+            (
+                Forwarding::Lazy,
+                "the peer offers what this node holds already: offering to it lazily too",
+            )
+        } else {
+            self.policy.grafted(&peer.node);
+            (
+                Forwarding::Eager,
+                "this node wanted the peer's offer: pushing to it again too",
+            )
+        };
+        if peer.forwarding == to {
+            return;
+        }
+        match self.store.set_forwarding(&peer.node, to).await {
+            Ok(true) => {
+                self.metrics.set_lazy(&peer.node, declined);
+                tracing::info!(peer = %peer.node, "{why}");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(peer = %peer.node, error = %e, "changing a link's forwarding failed")
+            }
+        }
+    }
+
+    /// Whether this node offers instead of pushing to `peer` now.
+    pub(crate) fn offers_to(&self, peer: &Peer) -> bool {
+        self.config.forward_lazily && peer.answers_offers && peer.forwarding == Forwarding::Lazy
+    }
+
+    /// Judge the link to `peer` by what its answers said of the items
+    /// pushed to it; a redundant one becomes lazy.
+    pub(crate) async fn judge_link(&self, peer: &Peer, new: u64, duplicate: u64) {
+        if !self.config.forward_lazily
+            || !peer.answers_offers
+            || peer.forwarding == Forwarding::Lazy
+        {
+            return;
+        }
+        if !self.policy.observe(&peer.node, new, duplicate) {
+            return;
+        }
+        match self
+            .store
+            .set_forwarding(&peer.node, Forwarding::Lazy)
+            .await
+        {
+            Ok(true) => {
+                self.metrics.set_lazy(&peer.node, true);
+                tracing::info!(peer = %peer.node, "payloads reach this peer by other links too: offering them lazily");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(peer = %peer.node, error = %e, "making a link lazy failed"),
+        }
+    }
+
+    /// One attempt for a lazy peer: offer the ids of the items due, drop the
+    /// ones it declines, push the ones it wants (and push to it from now on:
+    /// no eager path brought them in time).
+    pub(crate) async fn offer_once(
+        &self,
+        info: &Peer,
+        inbox: &str,
+        due: Vec<OutboxItem>,
+        now: i64,
+        failures: &mut u32,
+    ) -> Result<Next, meshrelay_store::Error> {
+        let peer = info.node.as_str();
+        let (hidden, due): (Vec<OutboxItem>, Vec<OutboxItem>) =
+            due.into_iter().partition(|i| i.json.is_none());
+        let hidden: Vec<i64> = hidden.iter().map(|i| i.item_id).collect();
+        self.store.delete_items(&hidden).await?;
+        if due.is_empty() {
+            return Ok(if hidden.is_empty() {
+                Next::Offering
+            } else {
+                Next::More
+            });
+        }
+        let items: Vec<(&str, i64)> = due
+            .iter()
+            .map(|i| (i.payload_id.as_str(), i.hops))
+            .collect();
+        let answer = self
+            .leased(peer, self.client.ihave(&info.url, &items))
+            .await;
+        let why = match answer {
+            Ok(a) if a.status == 200 => {
+                self.metrics.bytes("ihave", a.wire_bytes);
+                match serde_json::from_slice::<IhaveResponse>(&a.body) {
+                    Ok(r) => return self.take_up(info, inbox, due, r.want, now, failures).await,
+                    Err(e) => format!("ihave answer: {e}"),
+                }
+            }
+            Ok(a) if a.status == 404 || a.status == 405 => {
+                // It stopped answering offers: push to it until a poll says otherwise.
+                tracing::warn!(%peer, status = a.status, "peer no longer answers offers; pushing to it");
+                self.store.set_answers_offers(peer, false).await?;
+                self.metrics.set_lazy(peer, false);
+                return Ok(Next::More);
+            }
+            Ok(a) => {
+                self.metrics.bytes("ihave", a.wire_bytes);
+                format!("HTTP {}: {}", a.status, a.excerpt(crate::MAX_ERROR_TEXT))
+            }
+            Err(e) => crate::delivery::cut(&e.to_string(), crate::MAX_ERROR_TEXT),
+        };
+        self.record(info, &[due], vec![(0, why)], now, failures)
+            .await
+    }
+
+    /// What came of an offer: declined items leave the outbox, wanted ones
+    /// go out through the inbox at once.
+    async fn take_up(
+        &self,
+        info: &Peer,
+        inbox: &str,
+        due: Vec<OutboxItem>,
+        want: Vec<String>,
+        now: i64,
+        failures: &mut u32,
+    ) -> Result<Next, meshrelay_store::Error> {
+        let want: std::collections::HashSet<String> = want.into_iter().collect();
+        let (wanted, declined): (Vec<OutboxItem>, Vec<OutboxItem>) =
+            due.into_iter().partition(|i| want.contains(&i.payload_id));
+        self.metrics
+            .offer("sent", wanted.len() + declined.len(), wanted.len());
+        let declined: Vec<i64> = declined.iter().map(|i| i.item_id).collect();
+        self.store.delete_items(&declined).await?;
+        if wanted.is_empty() {
+            return self.record(info, &[], Vec::new(), now, failures).await;
+        }
+        // Graft: the peer lacked these after the offer delay.
+        self.policy.grafted(&info.node);
+        if self
+            .store
+            .set_forwarding(&info.node, Forwarding::Eager)
+            .await?
+        {
+            self.metrics.set_lazy(&info.node, false);
+            tracing::info!(peer = %info.node, wanted = wanted.len(), "peer wanted offered payloads: pushing to it again");
+        }
+        let plan = plan_batches(wanted, PIPELINE);
+        self.store
+            .defer_items(
+                &plan.too_big,
+                now,
+                "payload larger than an inbox request may be",
+                true,
+            )
+            .await?;
+        let sent = self
+            .leased(&info.node, self.send(inbox, &plan.batches))
+            .await;
+        self.metrics.forwarded("sent", sent.new, sent.duplicate);
+        self.record(info, &plan.batches, sent.failed, now, failures)
+            .await
     }
 }

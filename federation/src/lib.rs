@@ -27,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod peer_client;
 mod peers;
+pub mod policy;
 pub mod rate;
 pub mod router;
 pub mod sync;
@@ -56,6 +57,14 @@ pub struct Config {
     /// Peers on loopback and private addresses may be reached (tests, LANs).
     pub allow_private_peers: bool,
     pub max_hops: u32,
+    /// Offer ids instead of pushing payloads over links that bring mostly
+    /// duplicates (PROTOCOL.md 5.6, `forward_lazily`); false floods.
+    pub forward_lazily: bool,
+    /// How old an item must be before it is offered to a lazy peer: the time
+    /// an eager path has to bring the payload first, so that the offer is
+    /// declined instead of taken up (Plumtree's lazy timer, here on the
+    /// sender's side; `offer_delay_ms`).
+    pub offer_delay_ms: i64,
     pub retry_min_secs: u64,
     pub retry_max_secs: u64,
     pub max_delivery_age_secs: u64,
@@ -131,6 +140,8 @@ pub struct Federation {
     /// Answers peers' sync rounds.
     sync: sync::Responder,
     metrics: metrics::SyncMetrics,
+    /// What forwarding over each link brought: eager or lazy (5.6).
+    policy: policy::Links,
     /// Routing table of the active peers' preferences, rebuilt when they change.
     router: RwLock<Arc<Router>>,
     /// Wakes a peer's delivery loop when something was queued for it.
@@ -143,6 +154,8 @@ pub struct Federation {
     delivered: std::sync::atomic::AtomicU64,
     /// Ends every backoff at once (`wake_all`).
     kick: Notify,
+    /// Ends one peer's backoff (it announced itself again: it is back).
+    kicks: Mutex<HashMap<String, Arc<Notify>>>,
     /// The unreachable-`public_url` warning was given.
     warned_unreachable: std::sync::atomic::AtomicBool,
     /// Announces per address (`announce_rate` a minute).
@@ -173,6 +186,7 @@ impl Federation {
             verifier: Verifier::default(),
             client_verifier: Verifier::default(),
             metrics: metrics::SyncMetrics::default(),
+            policy: policy::Links::default(),
             router: RwLock::new(Arc::new(Router::default())),
             wakers: Mutex::new(HashMap::new()),
             leading: Mutex::new(std::collections::HashSet::new()),
@@ -180,6 +194,7 @@ impl Federation {
             shutdown,
             delivered: std::sync::atomic::AtomicU64::new(0),
             kick: Notify::new(),
+            kicks: Mutex::new(HashMap::new()),
             warned_unreachable: std::sync::atomic::AtomicBool::new(false),
             announces,
             inbox_rates,
@@ -222,6 +237,7 @@ impl Federation {
             self.ensure_delivery_loop(node);
         }
         self.wake(&[(node.to_string(), 0)]);
+        self.kick_peer(node);
         Ok(())
     }
 
@@ -244,10 +260,28 @@ impl Federation {
     pub async fn start(self: &Arc<Self>) -> Result<(), meshrelay_store::Error> {
         self.rebuild_router().await?;
         for peer in self.store.peers().await? {
+            if !self.config.forward_lazily {
+                // Flooding: a link made lazy by an earlier run shows eager again.
+                self.store
+                    .set_forwarding(&peer.node, meshrelay_store::Forwarding::Eager)
+                    .await?;
+            }
             self.ensure_delivery_loop(&peer.node);
         }
+        // The peers known before this start hear that it is back.
+        let known: Vec<String> = self
+            .store
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.status.receives_forwards())
+            .map(|p| p.url)
+            .collect();
         let this = self.clone();
-        self.tasks.spawn(async move { this.join_seeds().await });
+        self.tasks.spawn(async move {
+            this.join_seeds().await;
+            this.announce_return(known).await;
+        });
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use crate::sync::{SyncRequest, SyncResponse};
 
 /// Room an item takes in an inbox body besides its payload's JSON.
 const ITEM_OVERHEAD: usize = r#"{"payload":,"hops":4294967295,"sync":true},"#.len();
+/// Most bytes of a peer's `/v1/info` read (ours is about 2 KB).
+const MAX_INFO_BYTES: usize = 64 * 1024;
 /// `{"items":[` and `]}`.
 const BODY_OVERHEAD: usize = r#"{"items":[]}"#.len();
 
@@ -75,6 +77,8 @@ impl InboxBody {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// HTTP bytes of the request and this answer, headers included.
+    pub wire_bytes: usize,
 }
 
 impl Answer {
@@ -134,6 +138,32 @@ impl PeerClient {
         self.post(inbox, body.into_bytes()).await
     }
 
+    /// Offer ids to the peer at `base_url` (5.6): `items` are (id, hops).
+    pub async fn ihave(&self, base_url: &str, items: &[(&str, i64)]) -> Result<Answer, FetchError> {
+        let items: Vec<_> = items
+            .iter()
+            .map(|(id, hops)| serde_json::json!({ "id": id, "hops": hops }))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "items": items })).expect("serializes");
+        self.post(&format!("{base_url}/v1/federation/ihave"), body)
+            .await
+    }
+
+    /// Whether the node at `base_url` answers offers: its `/v1/info` says
+    /// `"lazy_forwarding": true` (5.6).
+    pub async fn answers_offers(&self, base_url: &str) -> Result<bool, FetchError> {
+        let (status, body) = self
+            .outbound
+            .get_capped(&format!("{base_url}/v1/info"), MAX_INFO_BYTES)
+            .await?;
+        if status != 200 {
+            return Err(FetchError::Refused(format!("/v1/info answered {status}")));
+        }
+        let info: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| FetchError::BadAnswer(format!("/v1/info: {e}")))?;
+        Ok(info.get("lazy_forwarding") == Some(&serde_json::Value::Bool(true)))
+    }
+
     /// One sync round (5.5): the answer's message, or the refusal's answer
     /// (413 asks the initiator to split the window).
     pub async fn sync_round(
@@ -163,8 +193,12 @@ impl PeerClient {
 
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<Answer, FetchError> {
         let now = meshrelay_protocol::clock::now_secs();
-        let (status, body) = self.outbound.post_signed(url, body, now).await?;
-        Ok(Answer { status, body })
+        let (status, body, wire_bytes) = self.outbound.post_signed(url, body, now).await?;
+        Ok(Answer {
+            status,
+            body,
+            wire_bytes,
+        })
     }
 }
 
@@ -217,6 +251,7 @@ mod tests {
         let a = Answer {
             status: 500,
             body: "é".repeat(2000).into_bytes(),
+            wire_bytes: 0,
         };
         let e = a.excerpt(1024);
         assert_eq!(e.chars().count(), 1025);

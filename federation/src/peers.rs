@@ -245,15 +245,15 @@ impl Federation {
         url: &str,
     ) -> Result<Peer, JoinError> {
         let url = url.trim_end_matches('/');
-        match self.store.peer(signer).await? {
+        let known = match self.store.peer(signer).await? {
             Some(p) if p.status == PeerStatus::Blocked => return Err(JoinError::Blocked),
-            Some(_) => {}
+            Some(_) => true,
             // A stranger costs an outbox row per payload: at most max_peers of them.
             None if self.store.peers().await?.len() >= self.config.max_peers => {
                 return Err(JoinError::TooManyPeers(self.config.max_peers))
             }
-            None => {}
-        }
+            None => false,
+        };
         check_base_url(url)?;
         let doc = self.document(url).await?;
         if doc.doc.node != signer {
@@ -267,7 +267,33 @@ impl Federation {
         } else {
             PeerStatus::Active
         };
-        self.record_peer(url, &doc, status).await
+        let peer = self.record_peer(url, &doc, status).await?;
+        if known {
+            // A known peer announces itself again after a restart: what waits
+            // for it goes now, not when its backoff runs out (here, and in
+            // this node's other processes).
+            let moved = self
+                .store
+                .make_due(signer, meshrelay_protocol::clock::now_ms())
+                .await?;
+            if moved > 0 {
+                tracing::info!(peer = %signer, items = moved, "peer is back: delivering what waited for it now");
+            }
+            self.kick_peer(signer);
+            self.tell_peer_changed(signer).await;
+        }
+        Ok(peer)
+    }
+
+    /// At start, tell the peers this node delivered to before (`urls`) that
+    /// it is back, so that they end their backoffs toward it.
+    pub(crate) async fn announce_return(self: &Arc<Self>, urls: Vec<String>) {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(urls)
+            .for_each_concurrent(POLLS_AT_ONCE, |url| async move {
+                self.announce_to(&url).await;
+            })
+            .await;
     }
 
     /// Pin a peer on first contact; a URL known under another key is refused.
@@ -300,6 +326,7 @@ impl Federation {
             )
             .await?;
         tracing::info!(peer = %doc.doc.node, %url, %status, "peer recorded");
+        self.learn_offer_support(&doc.doc.node, url, false).await;
         self.rebuild_router().await?;
         self.tell_peer_changed(&doc.doc.node).await;
         self.ensure_delivery_loop(&doc.doc.node);
@@ -400,6 +427,8 @@ impl Federation {
             .store
             .record_poll_ok(&peer.node, &subscribe, &doc.doc.inbox, now_secs())
             .await;
+        self.learn_offer_support(&peer.node, &peer.url, peer.answers_offers)
+            .await;
         // It answers again (5.3): deliver to it again, without waiting for a
         // delivery to succeed first (its queue may be empty, all given up).
         if peer.status == PeerStatus::Unreachable
@@ -413,6 +442,24 @@ impl Federation {
             tracing::info!(peer = %peer.node, "peer answers its poll again; active");
         }
         Ok(true)
+    }
+}
+
+impl Federation {
+    /// Ask the peer's `/v1/info` whether it answers offers (PROTOCOL.md 5.6)
+    /// and record a change; when it cannot be asked, what was known stays.
+    async fn learn_offer_support(&self, node: &str, url: &str, known: bool) {
+        match self.client.answers_offers(url).await {
+            Ok(answers) if answers != known => {
+                if let Err(e) = self.store.set_answers_offers(node, answers).await {
+                    tracing::warn!(peer = %node, error = %e, "recording offer support failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(peer = %node, error = %e, "asking whether the peer answers offers failed")
+            }
+        }
     }
 }
 

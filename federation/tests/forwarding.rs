@@ -89,6 +89,8 @@ async fn hops_grow_by_one_stop_at_max_hops_and_never_go_back() {
             seed_peers: vec![],
             require_peer_approval: false,
             max_hops: 3,
+            forward_lazily: true,
+            offer_delay_ms: 1000,
             retry_min_secs: 1,
             retry_max_secs: 2,
             max_delivery_age_secs: 60,

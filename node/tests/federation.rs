@@ -902,3 +902,161 @@ async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
         assert!(n.wait().await.success());
     }
 }
+
+/// The sum of every series whose line starts with `prefix` (any labels).
+async fn series_sum(node: &Node, prefix: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", node.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// How `node` forwards to the peer with key `peer`: "eager" or "lazy".
+async fn forwarding(admin: &str, token: &str, peer: &str) -> String {
+    let list: Value = reqwest::Client::new()
+        .get(format!("http://{admin}/admin/v1/peers"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node"] == peer)
+        .map(|p| p["forwarding"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// PROTOCOL.md 5.6 on a triangle A, B, C: everything published at A reaches
+/// B and C from A first, so the link B–C carries only duplicates and both
+/// ends make it lazy (offers instead of payloads). Then A stops forwarding to
+/// C (blocked there): B's offers are all that reach C, C wants what they
+/// offer, B pushes it and grafts C back to eager. Nothing is lost, and no
+/// sync runs.
+#[tokio::test]
+async fn a_redundant_link_turns_lazy_and_its_offers_carry_what_the_eager_path_lost() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let admins: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let token = "lazy-triangle-token";
+    let common = [
+        ("MESHRELAY_SYNC_SCHEDULE", "0 0 0 1 1 * 2099"),
+        ("MESHRELAY_OFFER_DELAY_MS", "300"),
+        ("MESHRELAY_ADMIN_TOKEN", token),
+    ];
+    let start = async |i: usize, seeds: String| {
+        let mut extra = common.to_vec();
+        extra.push(("MESHRELAY_ADMIN_LISTEN", &admins[i]));
+        if !seeds.is_empty() {
+            extra.push(("MESHRELAY_SEED_PEERS", &seeds));
+        }
+        Node::start(dirs[i].path(), &vars(&extra)).await
+    };
+    let a = start(0, String::new()).await;
+    let b = start(1, a.base.clone()).await;
+    let c = start(2, format!("{},{}", a.base, b.base)).await;
+    eventually("the triangle to form", 20, async || {
+        peer_count(&a).await == 2 && peer_count(&b).await == 2 && peer_count(&c).await == 2
+    })
+    .await;
+    let key_of = async |n: &Node| {
+        n.json("/v1/info").await.1["node"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (b_key, c_key) = (key_of(&b).await, key_of(&c).await);
+    let author = NodeKey::generate();
+    let held =
+        async |n: &Node, p: &Payload| n.json(&format!("/v1/payloads/{}", p.id)).await.0 == 200;
+
+    // One at a time, so that each reaches B and C from A before B and C
+    // forward it to each other.
+    let mut published = Vec::new();
+    for seq in 1..=60 {
+        let p = post(&author, seq, "general", &format!("lazy {seq}"));
+        publish(&a, &p).await;
+        eventually("B and C to hold it", 10, async || {
+            held(&b, &p).await && held(&c, &p).await
+        })
+        .await;
+        published.push(p);
+    }
+    eventually("B to forward to C lazily", 20, async || {
+        forwarding(&admins[1], token, &c_key).await == "lazy"
+    })
+    .await;
+    eventually("C to forward to B lazily", 20, async || {
+        forwarding(&admins[2], token, &b_key).await == "lazy"
+    })
+    .await;
+    assert_eq!(forwarding(&admins[0], token, &b_key).await, "eager");
+    assert_eq!(forwarding(&admins[0], token, &c_key).await, "eager");
+    let received = |n: &str| {
+        format!("meshrelay_forwarded_items_total{{direction=\"received\",outcome=\"{n}\"}}")
+    };
+    // Flooding would bring C each payload twice (from A, and from B).
+    let at_c =
+        series_sum(&c, &received("new")).await + series_sum(&c, &received("duplicate")).await;
+    assert!(
+        at_c < 2 * 60,
+        "C received {at_c} forwarded items for 60 payloads"
+    );
+    assert!(series_sum(&b, "meshrelay_offered_ids_total{direction=\"sent\"}").await > 0);
+    assert!(
+        series_sum(&b, &format!("meshrelay_peer_lazy{{peer=\"{c_key}\"}}")).await == 1,
+        "B's gauge says its link to C is lazy"
+    );
+
+    // A forwards nothing more to C: what C gets now comes by B's offers.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/admin/v1/peers/{c_key}/block", admins[0]))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let wants_before = series_sum(&b, "meshrelay_wanted_ids_total{direction=\"received\"}").await;
+    let later: Vec<Payload> = (61..=70)
+        .map(|seq| post(&author, seq, "general", &format!("after the block {seq}")))
+        .collect();
+    for p in &later {
+        publish(&a, p).await;
+    }
+    eventually("C to hold every later payload", 30, async || {
+        for p in &later {
+            if !held(&c, p).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        series_sum(&b, "meshrelay_wanted_ids_total{direction=\"received\"}").await > wants_before,
+        "C took up B's offers"
+    );
+    assert_eq!(
+        forwarding(&admins[1], token, &c_key).await,
+        "eager",
+        "a lazy peer that wants an offered id is grafted"
+    );
+    for p in published.iter().chain(&later) {
+        assert!(held(&b, p).await && held(&c, p).await, "{} lost", p.id);
+    }
+    for n in [a, b, c] {
+        n.signal("-TERM");
+        assert!(n.wait().await.success());
+    }
+}

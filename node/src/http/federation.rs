@@ -167,8 +167,8 @@ pub async fn ihave(
 ) -> ApiResult<Json<meshrelay_federation::lazy::IhaveResponse>> {
     let body = body_or_413(body)?;
     let fed = &state.federation;
-    fed.authenticate(path_of(&uri), &headers, &body).await?;
-    Ok(Json(fed.answer_ihave(&body).await?))
+    let peer = fed.authenticate(path_of(&uri), &headers, &body).await?;
+    Ok(Json(fed.answer_ihave(&peer, &body).await?))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]

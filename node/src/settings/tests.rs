@@ -16,6 +16,7 @@ fn defaults_need_no_configuration() {
     assert_eq!(s.public_url(), "http://0.0.0.0:7700");
     assert_eq!(s.federation.own_subscribe, Subscribe::All);
     assert_eq!(s.federation.max_hops, 16);
+    assert!(s.federation.forward_lazily);
     assert_eq!(s.limits.payload.max_content_bytes, 65536);
     assert_eq!(s.log_format, LogFormat::Text);
     assert!(s.warnings.is_empty());
@@ -100,6 +101,12 @@ fn every_flat_setting_works_as_a_key_and_as_a_variable() {
             s.federation.allow_private_peers
         }),
         ("max_hops", "9", "9", |s| s.federation.max_hops == 9),
+        ("forward_lazily", "false", "false", |s| {
+            !s.federation.forward_lazily
+        }),
+        ("offer_delay_ms", "250", "250", |s| {
+            s.federation.offer_delay_ms == 250
+        }),
         ("poll_schedule", "\"0 */5 * * * *\"", "0 */5 * * * *", |s| {
             s.jobs.poll_schedule == "0 */5 * * * *"
         }),

@@ -227,7 +227,7 @@ async fn announce(app: &TestApp, key: &Arc<NodeKey>, url: &str) -> (u16, Value) 
     let out = Outbound::new(key.clone(), true);
     let body = json!({ "url": url }).to_string().into_bytes();
     let target = format!("{}/v1/federation/announce", app.base);
-    let (status, body) = out
+    let (status, body, _) = out
         .post_signed(&target, body, meshrelay_protocol::clock::now_secs())
         .await
         .unwrap();

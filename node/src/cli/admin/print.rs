@@ -83,7 +83,14 @@ pub(super) fn stats(s: &Stats) {
 
 pub(super) fn peers(peers: &[PeerView]) {
     print_rows(
-        &["node", "url", "status", "last poll (UTC)", "health"],
+        &[
+            "node",
+            "url",
+            "status",
+            "last poll (UTC)",
+            "forwarding",
+            "health",
+        ],
         peers.iter().map(|p| {
             let h = &p.health;
             vec![
@@ -91,6 +98,7 @@ pub(super) fn peers(peers: &[PeerView]) {
                 p.url.clone(),
                 p.status.to_string(),
                 time(p.last_poll),
+                p.forwarding.to_string(),
                 format!("{} ({} pending, {} dead)", h.state, h.pending, h.dead),
             ]
         }),
