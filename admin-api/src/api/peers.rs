@@ -7,7 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use meshrelay_store::{Peer, PeerStatus};
+use meshrelay_store::{Forwarding, Peer, PeerStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -47,6 +47,12 @@ pub struct PeerView {
     pub added_at: i64,
     /// Unix seconds of the last poll attempt.
     pub last_poll: Option<i64>,
+    /// How payloads go to it (PROTOCOL.md 5.6): `eager` (whole, through its
+    /// inbox) or `lazy` (offers of their ids, taken up by `ihave`).
+    #[schema(value_type = String)]
+    pub forwarding: Forwarding,
+    /// Its `/v1/info` says it answers offers; without it, always eager.
+    pub answers_offers: bool,
     pub health: Health,
 }
 
@@ -80,6 +86,8 @@ impl PeerView {
             inbox: p.inbox,
             added_at: p.added_at,
             last_poll: p.last_poll,
+            forwarding: p.forwarding,
+            answers_offers: p.answers_offers,
         }
     }
 }
@@ -199,6 +207,8 @@ mod tests {
             poll_failures: 0,
             delivery_failures,
             last_delivery: Some(1_700_000_200),
+            forwarding: Forwarding::Lazy,
+            answers_offers: true,
         }
     }
 
@@ -224,7 +234,7 @@ mod tests {
         let node = "ab".repeat(32);
         let view = |status: &str, subscribe: &str, state: &str, failures: u8, queue: (u8, u8)| {
             format!(
-                r#"{{"node":"{node}","url":"https://b.example","status":"{status}","subscribe":{subscribe},"inbox":"https://b.example/v1/federation/inbox","added_at":1700000000,"last_poll":1700000100,"health":{{"state":"{state}","poll_failures":0,"delivery_failures":{failures},"last_poll_ok":null,"last_delivery":1700000200,"pending":{},"dead":{}}}}}"#,
+                r#"{{"node":"{node}","url":"https://b.example","status":"{status}","subscribe":{subscribe},"inbox":"https://b.example/v1/federation/inbox","added_at":1700000000,"last_poll":1700000100,"forwarding":"lazy","answers_offers":true,"health":{{"state":"{state}","poll_failures":0,"delivery_failures":{failures},"last_poll_ok":null,"last_delivery":1700000200,"pending":{},"dead":{}}}}}"#,
                 queue.0, queue.1
             )
         };

@@ -21,7 +21,7 @@ use crate::stats::{gather, series};
 use crate::{Actor, AdminContext, AdminError};
 
 mod sections;
-use sections::{communities_section, page, processes_section, short_target};
+use sections::{communities_section, forwarding_title, page, processes_section, short_target};
 
 const COOKIE: &str = "meshrelay_admin";
 
@@ -449,7 +449,7 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
                     p.muted { "No peers yet." }
                 } @else {
                     table {
-                        thead { tr { th { "Node" } th { "URL" } th { "Status" } th { "Wants" } th { "Last poll" } th { "Delivery" } th { "Actions" } } }
+                        thead { tr { th { "Node" } th { "URL" } th { "Status" } th { "Wants" } th { "Last poll" } th { "Forwarding" } th { "Delivery" } th { "Actions" } } }
                         tbody {
                             @for p in &peers {
                                 tr data-node=(p.node) {
@@ -458,6 +458,7 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
                                     td { span class=(format!("status {}", p.status)) data-status=(p.status) { (p.status) } }
                                     td.small { code { (subscribe_summary(&p.subscribe)) } }
                                     td.small { (when(p.last_poll)) }
+                                    td.small data-forwarding=(p.forwarding) title=(forwarding_title(p)) { (p.forwarding) }
                                     td.small {
                                         span class=(format!("health {}", p.health.state)) { (p.health.state) }
                                         " · " (p.health.pending) " pending · " (p.health.dead) " dead"
@@ -535,8 +536,7 @@ async fn dashboard(ctx: &AdminContext, s: &Session) -> Result<Markup, AdminError
     ))
 }
 
-/// The communities held (PROTOCOL.md 9): members by role, what their
-/// governance holds back, and the latest moderation.
+/// A peer's preference in one short line.
 fn subscribe_summary(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => "not polled yet".to_string(),

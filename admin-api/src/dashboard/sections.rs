@@ -64,6 +64,17 @@ pub(super) fn communities_section(
     }
 }
 
+/// Why a peer is forwarded to the way it is (PROTOCOL.md 5.6).
+pub(super) fn forwarding_title(p: &crate::api::PeerView) -> &'static str {
+    match (p.forwarding, p.answers_offers) {
+        (meshrelay_store::Forwarding::Lazy, _) => {
+            "offered ids only: its inbox answers were mostly duplicates"
+        }
+        (_, true) => "whole payloads; it answers offers, so it may become lazy",
+        (_, false) => "whole payloads; its /v1/info does not say it answers offers",
+    }
+}
+
 pub(super) fn short_target(t: &str) -> String {
     match t.split_once(':') {
         Some((kind, key)) if key.len() == 64 => format!("{kind}:{}", short(key)),
