@@ -11,6 +11,7 @@ mod cluster;
 mod fanout;
 mod forward;
 mod ingest;
+mod mesh;
 mod node;
 mod payloads;
 mod soak;
@@ -52,6 +53,11 @@ enum Scenario {
     /// One node as 1, 2, ... processes on one PostgreSQL schema: ingest and
     /// cross-process fan-out, with CPU per payload and per delivery.
     Cluster(cluster::Args),
+    /// N nodes on 127.0.0.x in a random topology, payloads at random nodes:
+    /// time to full coverage, amplification, bytes and CPU per payload, for
+    /// lazy forwarding and for flooding; then a fifth of the nodes down for a
+    /// while. One run per policy (`--runs` is ignored).
+    Mesh(mesh::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Sync(args) => sync::run(&node_bin, cli.runs, args).await,
             Scenario::Blobs(args) => blobs::run(&node_bin, cli.runs, args).await,
             Scenario::Cluster(args) => cluster::run(&node_bin, cli.runs, args).await,
+            Scenario::Mesh(args) => mesh::run(&node_bin, args).await,
         }
     })
 }

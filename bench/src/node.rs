@@ -35,21 +35,7 @@ impl Node {
         };
         let (port, admin_port) = (free_port()?, free_port()?);
         let admin = format!("127.0.0.1:{admin_port}");
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve")
-            .current_dir(dir.path())
-            .env("MESHRELAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("MESHRELAY_ADMIN_LISTEN", &admin)
-            .env("MESHRELAY_DATA_DIR", dir.path().join("data"))
-            // Load generation, not abuse: measure the node, not its limiter.
-            .env("MESHRELAY_PUBLISH_RATE", "0")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        let mut cmd = serve_command(bin, dir.path(), &format!("127.0.0.1:{port}"), &admin);
         for (k, v) in vars {
             cmd.env(k, v);
         }
@@ -63,20 +49,8 @@ impl Node {
             admin,
             _dir: dir,
         };
-        // Readiness only; the scenarios trust the certificates they made.
-        let probe = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .build()?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = probe.get(format!("{}/readyz", node.base)).send().await {
-                if r.status() == 200 {
-                    return Ok(node);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("node at {} did not become ready", node.base)
+        wait_ready(&node.base).await?;
+        Ok(node)
     }
 
     pub fn dir(&self) -> &Path {
@@ -119,6 +93,45 @@ impl Node {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         Ok(())
     }
+}
+
+/// `bin serve` listening on `listen` and `admin`, with `dir/data` as its
+/// data directory, its output quiet but for warnings.
+pub fn serve_command(bin: &Path, dir: &Path, listen: &str, admin: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("MESHRELAY_LISTEN", listen)
+        .env("MESHRELAY_ADMIN_LISTEN", admin)
+        .env("MESHRELAY_DATA_DIR", dir.join("data"))
+        // Load generation, not abuse: measure the node, not its limiter.
+        .env("MESHRELAY_PUBLISH_RATE", "0")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Wait until the node at `base` answers `/readyz` (at most 20 s).
+pub async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    // Readiness only; the scenarios trust the certificates they made.
+    let probe = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = probe.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("node at {base} did not become ready")
 }
 
 /// CPU seconds (user + system) a process has used, from /proc (Linux), in
