@@ -266,14 +266,7 @@ impl Federation {
         }
         let plan = plan_batches(due, PIPELINE);
         self.store.delete_items(&plan.hidden).await?;
-        self.store
-            .defer_items(
-                &plan.too_big,
-                now,
-                "payload larger than an inbox request may be",
-                true,
-            )
-            .await?;
+        self.give_up_too_big(&plan.too_big, now).await?;
         if plan.batches.is_empty() {
             let dropped = plan.hidden.is_empty() && plan.too_big.is_empty();
             return Ok(if dropped { Next::Idle } else { Next::More });
@@ -282,6 +275,22 @@ impl Federation {
         self.metrics.forwarded("sent", sent.new, sent.duplicate);
         self.judge_link(&info, sent.new, sent.duplicate).await;
         self.record(&info, &plan.batches, sent.failed, now, failures)
+            .await
+    }
+
+    /// Items too large for any inbox request are dead letters at once.
+    pub(crate) async fn give_up_too_big(
+        &self,
+        ids: &[i64],
+        now: i64,
+    ) -> Result<(), meshrelay_store::Error> {
+        self.store
+            .defer_items(
+                ids,
+                now,
+                "payload larger than an inbox request may be",
+                true,
+            )
             .await
     }
 

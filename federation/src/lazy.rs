@@ -234,14 +234,7 @@ impl Federation {
             tracing::info!(peer = %info.node, wanted = wanted.len(), "peer wanted offered payloads: pushing to it again");
         }
         let plan = plan_batches(wanted, PIPELINE);
-        self.store
-            .defer_items(
-                &plan.too_big,
-                now,
-                "payload larger than an inbox request may be",
-                true,
-            )
-            .await?;
+        self.give_up_too_big(&plan.too_big, now).await?;
         let sent = self
             .leased(&info.node, self.send(inbox, &plan.batches))
             .await;

@@ -903,20 +903,6 @@ async fn communities_govern_the_same_way_along_a_line_of_three_nodes() {
     }
 }
 
-/// The sum of every series whose line starts with `prefix` (any labels).
-async fn series_sum(node: &Node, prefix: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", node.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// How `node` forwards to the peer with key `peer`: "eager" or "lazy".
 async fn forwarding(admin: &str, token: &str, peer: &str) -> String {
     let list: Value = reqwest::Client::new()

@@ -377,17 +377,33 @@ pub async fn eventually(what: &str, secs: u64, mut check: impl AsyncFnMut() -> b
     }
 }
 
-/// A metric's value, or 0 when the series does not exist yet.
-pub async fn metric(node: &Node, series: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", node.base))
+/// The node's `/metrics` text.
+pub async fn metrics_text(node: &Node) -> String {
+    reqwest::get(format!("{}/metrics", node.base))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// A metric's value, or 0 when the series does not exist yet.
+pub async fn metric(node: &Node, series: &str) -> u64 {
+    metrics_text(node)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
+}
+
+/// The sum of every series whose line starts with `prefix` (any labels).
+pub async fn series_sum(node: &Node, prefix: &str) -> u64 {
+    metrics_text(node)
+        .await
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 pub const FROM_PEER_STORED: &str =
