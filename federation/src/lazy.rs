@@ -104,16 +104,25 @@ impl Federation {
         if peer.forwarding == to {
             return;
         }
-        match self.store.set_forwarding(&peer.node, to).await {
-            Ok(true) => {
-                self.metrics.set_lazy(&peer.node, declined);
-                tracing::info!(peer = %peer.node, "{why}");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(peer = %peer.node, error = %e, "changing a link's forwarding failed")
-            }
+        if let Err(e) = self.switch_link(&peer.node, to, why).await {
+            tracing::warn!(peer = %peer.node, error = %e, "changing a link's forwarding failed");
         }
+    }
+
+    /// Set how this node forwards to `peer`; when that changed it, the
+    /// gauge follows and `why` is logged. True when it changed.
+    async fn switch_link(
+        &self,
+        peer: &str,
+        to: Forwarding,
+        why: &str,
+    ) -> Result<bool, meshrelay_store::Error> {
+        let changed = self.store.set_forwarding(peer, to).await?;
+        if changed {
+            self.metrics.set_lazy(peer, to == Forwarding::Lazy);
+            tracing::info!(%peer, "{why}");
+        }
+        Ok(changed)
     }
 
     /// Whether this node offers instead of pushing to `peer` now.
@@ -133,17 +142,9 @@ impl Federation {
         if !self.policy.observe(&peer.node, new, duplicate) {
             return;
         }
-        match self
-            .store
-            .set_forwarding(&peer.node, Forwarding::Lazy)
-            .await
-        {
-            Ok(true) => {
-                self.metrics.set_lazy(&peer.node, true);
-                tracing::info!(peer = %peer.node, "payloads reach this peer by other links too: offering them lazily");
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(peer = %peer.node, error = %e, "making a link lazy failed"),
+        let why = "payloads reach this peer by other links too: offering them lazily";
+        if let Err(e) = self.switch_link(&peer.node, Forwarding::Lazy, why).await {
+            tracing::warn!(peer = %peer.node, error = %e, "making a link lazy failed");
         }
     }
 
@@ -225,14 +226,12 @@ impl Federation {
         }
         // Graft: the peer lacked these after the offer delay.
         self.policy.grafted(&info.node);
-        if self
-            .store
-            .set_forwarding(&info.node, Forwarding::Eager)
-            .await?
-        {
-            self.metrics.set_lazy(&info.node, false);
-            tracing::info!(peer = %info.node, wanted = wanted.len(), "peer wanted offered payloads: pushing to it again");
-        }
+        let why = format!(
+            "peer wanted {} offered payloads: pushing to it again",
+            wanted.len()
+        );
+        self.switch_link(&info.node, Forwarding::Eager, &why)
+            .await?;
         let plan = plan_batches(wanted, PIPELINE);
         self.give_up_too_big(&plan.too_big, now).await?;
         let sent = self
