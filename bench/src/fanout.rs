@@ -51,7 +51,7 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
     for run in 1..=runs.max(1) {
         let r = one_run(bin, &args).await?;
         eprintln!(
-            "fanout run {run}: {} subscribers at {}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} of {} deliveries; {:.1} KiB RSS per idle connection",
+            "fanout run {run}: {} subscribers at {}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} of {} deliveries; {:.2} µs node CPU per delivery; {:.1} KiB RSS per idle connection",
             args.subscribers,
             args.rate,
             r["p50_ms"].as_f64().unwrap_or(f64::NAN),
@@ -59,6 +59,7 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
             r["max_ms"].as_f64().unwrap_or(f64::NAN),
             r["deliveries"],
             r["expected_deliveries"],
+            r["node_cpu_us_per_delivery"].as_f64().unwrap_or(f64::NAN),
             r["rss_kib_per_idle_connection"].as_f64().unwrap_or(f64::NAN),
         );
         results.push(r);
@@ -71,11 +72,12 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
                 .collect::<Vec<_>>(),
         )
     };
-    let (p50, p99, max, per_conn) = (
+    let (p50, p99, max, per_conn, cpu) = (
         figure("p50_ms"),
         figure("p99_ms"),
         figure("max_ms"),
         figure("rss_kib_per_idle_connection"),
+        figure("node_cpu_us_per_delivery"),
     );
     let out = json!({
         "scenario": "fanout",
@@ -87,11 +89,12 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
         "p99_ms": p99,
         "max_ms": max,
         "rss_kib_per_idle_connection": per_conn,
+        "node_cpu_us_per_delivery": cpu,
         "each_run": results,
     });
     println!("{out}");
     eprintln!(
-        "fanout: {} subscribers at {}/s over {} runs: p99 median {:.1} ms (min {:.1}, max {:.1}); p50 median {:.1} ms; worst delivery {:.1} ms; {:.1} KiB RSS per idle connection (median)",
+        "fanout: {} subscribers at {}/s over {} runs: p99 median {:.1} ms (min {:.1}, max {:.1}); p50 median {:.1} ms; worst delivery {:.1} ms; {:.2} µs node CPU per delivery; {:.1} KiB RSS per idle connection (median)",
         args.subscribers,
         args.rate,
         results.len(),
@@ -100,6 +103,7 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
         p99.max,
         p50.median,
         max.max,
+        cpu.median,
         per_conn.median,
     );
     Ok(())
@@ -147,23 +151,33 @@ async fn one_run(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         let start = start.clone();
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            // Only what the measurement needs, borrowed from the frame: the
+            // readers share the bench's CPU, and a full parse into `Value`
+            // of every delivery made their own queueing part of the latency.
+            #[derive(serde::Deserialize)]
+            struct Frame<'a> {
+                op: &'a str,
+                #[serde(borrow)]
+                payload: Option<Content<'a>>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Content<'a> {
+                content: &'a str,
+            }
             while let Some(Ok(msg)) = ws.next().await {
                 if let Message::Text(t) = msg {
-                    let v: Value = match serde_json::from_str(&t) {
-                        Ok(v) => v,
-                        Err(_) => continue,
+                    let Ok(frame) = serde_json::from_str::<Frame>(&t) else {
+                        continue;
                     };
-                    if v["op"] == "payload" {
-                        if v["payload"]["content"] == "stop" {
-                            break;
-                        }
-                        if let Some(sent_us) = v["payload"]["content"]
-                            .as_str()
-                            .and_then(|c| c.parse::<u64>().ok())
-                        {
-                            let now_us = start.elapsed().as_micros() as u64;
-                            latencies.push(now_us.saturating_sub(sent_us) as f64 / 1000.0);
-                        }
+                    let Some(p) = frame.payload.filter(|_| frame.op == "payload") else {
+                        continue;
+                    };
+                    if p.content == "stop" {
+                        break;
+                    }
+                    if let Ok(sent_us) = p.content.parse::<u64>() {
+                        let now_us = start.elapsed().as_micros() as u64;
+                        latencies.push(now_us.saturating_sub(sent_us) as f64 / 1000.0);
                     }
                 }
             }
@@ -174,6 +188,7 @@ async fn one_run(bin: &Path, args: &Args) -> anyhow::Result<Value> {
     let rss_after = node.rss_kib().unwrap_or(0);
 
     // Publish at a fixed rate; each content is the send time in µs since start.
+    let cpu0 = node.cpu_secs().unwrap_or(0.0);
     let key = NodeKey::generate();
     let (mut publisher, _) = tokio_tungstenite::connect_async(&url).await?;
     let total = args.rate as u64 * args.seconds;
@@ -226,6 +241,9 @@ async fn one_run(bin: &Path, args: &Args) -> anyhow::Result<Value> {
             _ => short += 1,
         }
     }
+    // Every delivery was read (or its reader gave up): the node's CPU for
+    // this run's publishes, their receipts and their deliveries.
+    let cpu = node.cpu_secs().unwrap_or(0.0) - cpu0;
     node.stop().await?;
     all.sort_by(|a, b| a.total_cmp(b));
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / args.subscribers.max(1) as f64;
@@ -239,5 +257,7 @@ async fn one_run(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         "node_rss_kib_before": rss_before,
         "node_rss_kib_after_connect": rss_after,
         "rss_kib_per_idle_connection": per_conn,
+        "node_cpu_secs": cpu,
+        "node_cpu_us_per_delivery": cpu * 1e6 / all.len().max(1) as f64,
     }))
 }

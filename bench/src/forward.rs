@@ -25,6 +25,10 @@ pub struct Args {
     window: usize,
     #[arg(long, default_value_t = 200)]
     content_bytes: usize,
+    /// B's `inbox_rate` (requests per second from one peer; 0: unlimited).
+    /// At the default 50, 100 items a request cap A→B at 5,000 payloads/s.
+    #[arg(long)]
+    inbox_rate: Option<u32>,
 }
 
 /// B's count of payloads stored from peers.
@@ -44,7 +48,11 @@ async fn stored_from_peers(node: &Node) -> anyhow::Result<u64> {
 
 pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
     let private = ("MESHRELAY_ALLOW_PRIVATE_PEERS", "true".to_string());
-    let b = Node::start(bin, std::slice::from_ref(&private)).await?;
+    let mut b_vars = vec![private.clone()];
+    if let Some(rate) = args.inbox_rate {
+        b_vars.push(("MESHRELAY_INBOX_RATE", rate.to_string()));
+    }
+    let b = Node::start(bin, &b_vars).await?;
     let a = Node::start(bin, &[private, ("MESHRELAY_SEED_PEERS", b.base.clone())]).await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -61,6 +69,7 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut rates = Vec::new();
+    let mut cpu_us = Vec::new();
     let mut expected = 0u64;
     for run in 0..=runs.max(1) {
         // Run 0 warms up.
@@ -72,6 +81,8 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
         let frames = presign(args.publishers, per, args.content_bytes, run);
         let n = (args.publishers * per) as u64;
         expected += n;
+        let cpu = || a.cpu_secs().unwrap_or(0.0) + b.cpu_secs().unwrap_or(0.0);
+        let cpu0 = cpu();
         let started = Instant::now();
         let tasks: Vec<_> = frames
             .into_iter()
@@ -96,30 +107,34 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let secs = started.elapsed().as_secs_f64();
+        let us = (cpu() - cpu0) * 1e6 / n as f64;
         if run > 0 {
             eprintln!(
-                "forward run {run}: {n} payloads A→B in {secs:.2} s = {:.0}/s (publishing to A took {published:.2} s)",
+                "forward run {run}: {n} payloads A→B in {secs:.2} s = {:.0}/s (publishing to A took {published:.2} s); {us:.0} µs CPU of A and B per payload",
                 n as f64 / secs
             );
             rates.push(n as f64 / secs);
+            cpu_us.push(us);
         }
     }
     a.stop().await?;
     b.stop().await?;
-    let rate = spread(&rates);
+    let (rate, cpu_us) = (spread(&rates), spread(&cpu_us));
     println!(
         "{}",
         json!({
             "scenario": "forward",
             "publishers": args.publishers,
+            "inbox_rate": args.inbox_rate,
             "payloads_per_run": args.publishers * args.per_publisher,
             "runs": runs,
             "payloads_per_sec": rate,
+            "nodes_cpu_us_per_payload": cpu_us,
         })
     );
     eprintln!(
-        "forward: median {:.0} payloads/s A→B (min {:.0}, max {:.0}), publish to A's store at B included",
-        rate.median, rate.min, rate.max
+        "forward: median {:.0} payloads/s A→B (min {:.0}, max {:.0}), publish to A's store at B included; {:.0} µs CPU of A and B per payload (median)",
+        rate.median, rate.min, rate.max, cpu_us.median
     );
     Ok(())
 }

@@ -27,6 +27,11 @@ struct Cli {
     /// Measured runs; the result is their median, with min and max.
     #[arg(long, global = true, default_value_t = 3)]
     runs: usize,
+    /// Pin every node process to these CPUs (`taskset -c` list, e.g. `0`);
+    /// run the bench itself pinned apart (`taskset -c 1 meshrelay-bench ...`)
+    /// so the load generator does not take the node's CPU.
+    #[arg(long, global = true)]
+    node_cpus: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -71,6 +76,9 @@ fn main() -> anyhow::Result<()> {
         "no meshrelay binary at {}; build it (cargo build --release -p meshrelay) or pass --node-bin",
         node_bin.display()
     );
+    if let Some(cpus) = cli.node_cpus {
+        node::pin_nodes_to(cpus);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -95,10 +95,25 @@ impl Node {
     }
 }
 
+static NODE_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Start every node of this run under `taskset -c cpus`.
+pub fn pin_nodes_to(cpus: String) {
+    let _ = NODE_CPUS.set(cpus);
+}
+
 /// `bin serve` listening on `listen` and `admin`, with `dir/data` as its
 /// data directory, its output quiet but for warnings.
 pub fn serve_command(bin: &Path, dir: &Path, listen: &str, admin: &str) -> Command {
-    let mut cmd = Command::new(bin);
+    let mut cmd = match NODE_CPUS.get() {
+        // taskset execs the node: the child's pid is the node's.
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.arg("serve")
         .current_dir(dir)
         .env("MESHRELAY_LISTEN", listen)
