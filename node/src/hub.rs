@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use meshrelay_protocol::filter::any_matches;
 use meshrelay_protocol::ws::out;
 use meshrelay_protocol::{Filter, Payload};
@@ -84,7 +84,10 @@ impl Conn {
 
     /// Queue a text frame without waiting. One that would pass the byte
     /// bound (or a full queue) closes the connection as a slow consumer.
-    pub fn offer(&self, text: String, metrics: &Metrics) -> bool {
+    /// A frame sent to many connections is one shared buffer: cloning
+    /// `Utf8Bytes` copies no text.
+    pub fn offer(&self, text: impl Into<Utf8Bytes>, metrics: &Metrics) -> bool {
+        let text = text.into();
         let len = frame_cost(text.len());
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.max_queued {
@@ -92,7 +95,7 @@ impl Conn {
             self.close(CloseReason::SlowConsumer, metrics);
             return false;
         }
-        match self.tx.try_send(Message::text(text)) {
+        match self.tx.try_send(Message::Text(text)) {
             Ok(()) => true,
             Err(e) => {
                 self.queued.fetch_sub(len, Ordering::AcqRel);
@@ -125,6 +128,34 @@ impl Conn {
 
     pub fn has_subscription(&self, sub: &str) -> bool {
         self.subs.lock().expect("lock").contains_key(sub)
+    }
+}
+
+/// One payload's `payload` frames, one per subscription id, each built once.
+struct Frames<'a> {
+    json: &'a str,
+    built: Vec<(String, Utf8Bytes)>,
+}
+
+impl<'a> Frames<'a> {
+    fn new(json: &'a str) -> Self {
+        Self {
+            json,
+            built: Vec::new(),
+        }
+    }
+
+    fn for_sub(&mut self, sub: &str) -> Utf8Bytes {
+        if let Some((_, frame)) = self.built.iter().find(|(s, _)| s == sub) {
+            return frame.clone();
+        }
+        // A few distinct ids are the common case; past that, build each
+        // frame anew rather than search a long list for every delivery.
+        let frame = Utf8Bytes::from(out::payload(sub, self.json));
+        if self.built.len() < 16 {
+            self.built.push((sub.to_string(), frame.clone()));
+        }
+        frame
     }
 }
 
@@ -218,9 +249,14 @@ impl Hub {
     }
 
     /// Deliver a newly stored, visible payload to every matching subscription, once each.
+    ///
+    /// The frame is built once per distinct subscription id (most clients
+    /// name theirs alike) and shared by every connection it goes to; the
+    /// connection table is walked under its read lock, not copied.
     pub fn publish(&self, fresh: &Arc<Fresh>) {
-        let conns: Vec<Arc<Conn>> = self.conns.read().expect("lock").values().cloned().collect();
-        for conn in conns {
+        let mut frames = Frames::new(&fresh.json);
+        let conns = self.conns.read().expect("lock");
+        for conn in conns.values() {
             let mut subs = conn.subs.lock().expect("lock");
             for (sub_id, sub) in subs.iter_mut() {
                 if !any_matches(&sub.filters, &fresh.payload) {
@@ -236,7 +272,7 @@ impl Hub {
                     }
                     SubState::Live => {
                         self.metrics.live_deliveries.inc();
-                        if !conn.offer(out::payload(sub_id, &fresh.json), &self.metrics) {
+                        if !conn.offer(frames.for_sub(sub_id), &self.metrics) {
                             break;
                         }
                     }
@@ -255,7 +291,7 @@ impl Hub {
         kind: &str,
         data: &Map<String, Value>,
     ) {
-        let frame = out::signal(from, channel, kind, data);
+        let frame = Utf8Bytes::from(out::signal(from, channel, kind, data));
         let conns: Vec<Arc<Conn>> = self.conns.read().expect("lock").values().cloned().collect();
         for conn in conns.iter().filter(|c| c.id != from_conn) {
             let wants = conn

@@ -152,24 +152,25 @@ async fn write_loop(
             reason: reason.into(),
         }))
     };
+    // Made once, not at every frame: each `cancelled()` registers with its
+    // token's tree under a lock.
+    let killed = conn.kill.cancelled();
+    let stopping = shutdown.cancelled();
+    tokio::pin!(killed, stopping);
+    let mut burst = Vec::new();
     let ending = loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break Some(close(1001, "server shutting down")),
-            _ = conn.kill.cancelled() => break None,
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break None };
-                // Write what is queued already, then flush once: one syscall
-                // for a burst of frames instead of one per frame.
-                let mut burst = vec![msg];
-                while burst.len() < 64 {
-                    match rx.try_recv() {
-                        Ok(m) => burst.push(m),
-                        Err(_) => break,
-                    }
+            _ = &mut stopping => break Some(close(1001, "server shutting down")),
+            _ = &mut killed => break None,
+            // Write what is queued already, then flush once: one syscall
+            // for a burst of frames instead of one per frame.
+            n = rx.recv_many(&mut burst, 64) => {
+                if n == 0 {
+                    break None;
                 }
                 let write = async {
-                    for m in burst {
+                    for m in burst.drain(..) {
                         let len = match &m {
                             Message::Text(t) => crate::hub::frame_cost(t.len()),
                             _ => 0,
@@ -179,10 +180,18 @@ async fn write_loop(
                     }
                     sink.flush().await
                 };
-                tokio::select! {
-                    r = write => if r.is_err() { return },
-                    _ = conn.kill.cancelled() => break None,
-                    _ = shutdown.cancelled() => break Some(close(1001, "server shutting down")),
+                let written = tokio::select! {
+                    r = write => r.is_ok(),
+                    _ = &mut killed => break None,
+                    _ = &mut stopping => break Some(close(1001, "server shutting down")),
+                };
+                if !written {
+                    return;
+                }
+                // A burst of many frames leaves no large buffer behind on a
+                // connection that then idles; a small one is kept for reuse.
+                if burst.capacity() > 8 {
+                    burst = Vec::new();
                 }
             }
         }
