@@ -8,14 +8,14 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use http::HeaderMap;
 use meshrelay_protocol::hexfmt::is_hex32;
-use meshrelay_protocol::{ErrorCode, Payload, ProtocolError};
+use meshrelay_protocol::{ErrorCode, ProtocolError};
 use meshrelay_store::{Peer, PeerStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::httpsig::{Message, Verified};
-use crate::ingest::{Ingest, Source};
+use crate::ingest::{Checked, Ingest, Source};
 use crate::limits::{MAX_FETCH_ANSWER_BYTES, MAX_FETCH_IDS, MAX_ITEMS};
 use crate::router::wants;
 use crate::sync::{FetchRequest, SyncError, SyncRequest, SyncResponse};
@@ -105,7 +105,7 @@ struct RawItem<'a> {
 
 /// A checked inbox item, ready to store.
 struct Item {
-    payload: Payload,
+    checked: Checked,
     hops: u32,
     sync: bool,
 }
@@ -341,15 +341,15 @@ impl Federation {
                 ProtocolError::bad_request("an item needs a payload and integer hops >= 1"),
             ));
         };
-        let p = ingest
+        let checked = ingest
             .check(payload.get())
             .map_err(|e| (id_of(Some(payload)), e))?;
-        if !wants(&self.config.own_subscribe, &p) {
+        if !wants(&self.config.own_subscribe, &checked.payload) {
             let e = ProtocolError::new(ErrorCode::NotSubscribed, "not in this node's preference");
-            return Err((Some(p.id), e));
+            return Err((Some(checked.payload.id), e));
         }
         Ok(Item {
-            payload: p,
+            checked,
             hops: u32::try_from(hops).unwrap_or(u32::MAX),
             sync: item.sync,
         })
@@ -454,13 +454,13 @@ async fn store_items(
     let results = join_all(checked.into_iter().map(|item| {
         let (ingest, node) = (ingest.as_ref(), node.as_str());
         async move {
-            let id = item.payload.id.clone();
+            let id = item.checked.payload.id.clone();
             let source = Source::Peer {
                 node,
                 hops: item.hops,
                 sync: item.sync,
             };
-            (id, item.sync, ingest.store(item.payload, source).await)
+            (id, item.sync, ingest.store(item.checked, source).await)
         }
     }))
     .await;

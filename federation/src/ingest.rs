@@ -29,16 +29,29 @@ pub struct Accepted {
     pub received_at: Option<u64>,
 }
 
+/// A payload that passed its checks, or one whose id the node held when it
+/// was checked.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub payload: Payload,
+    /// `Some(received_at)` when the node already held this id: its fields
+    /// and id were checked, its signature not (the held copy's was, and the
+    /// id commits to all the signature covers). `store` answers it as a
+    /// duplicate and stores nothing.
+    pub held: Option<Option<u64>>,
+}
+
 /// What federation needs from the node to take in a peer's payloads.
 pub trait Ingest: Send + Sync {
-    /// Check a payload's fields, id and signature (PROTOCOL.md 2).
-    fn check(&self, json: &str) -> Result<Payload, ProtocolError>;
+    /// Check a payload's fields, id and signature (PROTOCOL.md 2); the
+    /// signature of one the node holds already may be left unchecked.
+    fn check(&self, json: &str) -> Result<Checked, ProtocolError>;
 
     /// Store a checked payload (with its forwards, in one transaction) and
     /// hand it to live subscribers. Answers after the commit.
     fn store<'a>(
         &'a self,
-        payload: Payload,
+        checked: Checked,
         source: Source<'a>,
     ) -> BoxFuture<'a, Result<Accepted, ProtocolError>>;
 }

@@ -34,7 +34,7 @@ pub mod sync;
 
 pub use delivery::{plan_batches, BatchPlan};
 pub use inbound::Refused;
-pub use ingest::{Accepted, Ingest, Source};
+pub use ingest::{Accepted, Checked, Ingest, Source};
 pub use peers::JoinError;
 
 use crate::client::Outbound;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use meshrelay_federation::{Accepted, Ingest, Source};
+use meshrelay_federation::{Accepted, Checked, Ingest, Source};
 use meshrelay_protocol::receipt::Receipt;
 use meshrelay_protocol::{ErrorCode, Payload, ProtocolError, PublicKey};
 use meshrelay_store::WriteOutcome;
@@ -22,7 +22,7 @@ use crate::state::AppState;
 pub struct PeerIngest(pub AppState);
 
 impl Ingest for PeerIngest {
-    fn check(&self, json: &str) -> Result<Payload, ProtocolError> {
+    fn check(&self, json: &str) -> Result<Checked, ProtocolError> {
         let result = check(&self.0, json);
         if let Err(e) = &result {
             count(&self.0, "peer", &Err(e.clone()), Instant::now());
@@ -32,12 +32,12 @@ impl Ingest for PeerIngest {
 
     fn store<'a>(
         &'a self,
-        payload: Payload,
+        checked: Checked,
         source: Source<'a>,
     ) -> BoxFuture<'a, Result<Accepted, ProtocolError>> {
         async move {
             let started = Instant::now();
-            let result = store_checked(&self.0, payload, source).await;
+            let result = store_checked(&self.0, checked, source).await;
             count(&self.0, "peer", &result, started);
             result
         }
@@ -61,8 +61,9 @@ pub async fn ingest(
     result
 }
 
-/// Fields, id and signature, with author keys decoded through the node's cache.
-pub fn check(state: &AppState, text: &str) -> Result<Payload, ProtocolError> {
+/// Fields, id and signature, with author keys decoded through the node's
+/// cache; the signature is not checked again for an id this node holds.
+pub fn check(state: &AppState, text: &str) -> Result<Checked, ProtocolError> {
     // Before any parsing: 64 tags of 8 strings of 1 KiB, escaped, make a
     // payload of megabytes within the field rules (PROTOCOL.md 10).
     let max = state.settings.limits.max_payload_bytes;
@@ -76,8 +77,23 @@ pub fn check(state: &AppState, text: &str) -> Result<Payload, ProtocolError> {
         ));
     }
     let now = meshrelay_protocol::clock::now_wire_secs();
-    Payload::from_json_with_keys(text, &state.settings.limits.payload, now, |hex| {
-        decode_key_cached(state, hex)
+    let (payload, author) =
+        Payload::from_json_unsigned(text, &state.settings.limits.payload, now, |hex| {
+            decode_key_cached(state, hex)
+        })?;
+    // A payload this node stored (and so verified) is answered as a duplicate
+    // without a second signature check: much of what a mesh sends a node is
+    // copies it holds (protocol-notes, "Duplicates").
+    if let Some(received_at) = state.seen.get(&payload.id) {
+        return Ok(Checked {
+            payload,
+            held: Some(received_at),
+        });
+    }
+    payload.check_signature_by(&author)?;
+    Ok(Checked {
+        payload,
+        held: None,
     })
 }
 
@@ -119,10 +135,11 @@ fn decode_key_cached(state: &AppState, hex: &str) -> Result<PublicKey, String> {
 /// it to local subscribers and wake the delivery loops of the peers it is for.
 pub async fn store_checked(
     state: &AppState,
-    payload: Payload,
+    checked: Checked,
     source: Source<'_>,
 ) -> Result<Accepted, ProtocolError> {
-    if let Some(received_at) = state.seen.get(&payload.id) {
+    let Checked { payload, held } = checked;
+    if let Some(received_at) = held.or_else(|| state.seen.get(&payload.id)) {
         return Ok(Accepted {
             id: payload.id,
             duplicate: true,

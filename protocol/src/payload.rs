@@ -87,6 +87,23 @@ impl Payload {
         now: u64,
         decode_key: impl Fn(&str) -> Result<PublicKey, String>,
     ) -> Result<Self> {
+        let (payload, author) = Self::from_json_unsigned(text, limits, now, decode_key)?;
+        payload.check_signature_by(&author)?;
+        Ok(payload)
+    }
+
+    /// Every check of `from_json_with_keys` but the signature's: fields and
+    /// id. With the decoded author key for `check_signature_by`. A caller
+    /// that already holds a payload of this id (whose signature it checked
+    /// when it stored it) may answer "duplicate" without checking this one's:
+    /// the id commits to everything the signature covers, so a copy with a
+    /// bad signature changes nothing it holds.
+    pub fn from_json_unsigned(
+        text: &str,
+        limits: &Limits,
+        now: u64,
+        decode_key: impl Fn(&str) -> Result<PublicKey, String>,
+    ) -> Result<(Self, PublicKey)> {
         let value = parse_strict(text)
             .map_err(|e| ProtocolError::invalid_payload(format!("payload JSON: {e}")))?;
         let payload = Self::from_value_unchecked(value)?;
@@ -94,8 +111,7 @@ impl Payload {
             .map_err(|e| ProtocolError::invalid_payload(format!("author: {e}")))?;
         payload.check_fields_except_author(limits, now)?;
         payload.check_id()?;
-        payload.check_signature_by(&author)?;
-        Ok(payload)
+        Ok((payload, author))
     }
 
     /// Shape and types only: exactly the ten members, each of its JSON type.

@@ -13,7 +13,7 @@ use meshrelay_protocol::{Filter, Payload};
 use serde::{Deserialize, Serialize};
 
 use super::{item_set, load_rows, pieces, window, Session, SyncRequest, MAX_FETCH_IDS};
-use crate::ingest::{Ingest, Source};
+use crate::ingest::{Checked, Ingest, Source};
 use crate::metrics::{SyncItemLabels, SyncLabels};
 use crate::peer_client::{FetchAnswer, InboxAnswer, InboxBody};
 use crate::router::wants;
@@ -327,9 +327,9 @@ impl Run<'_> {
             let mut got = Vec::new();
             for raw in parsed.payloads {
                 match self.ingest.check(raw.get()) {
-                    Ok(p) if wanted.remove(p.id.as_str()) => {
-                        if wants(&self.fed.config.own_subscribe, &p) {
-                            got.push(p);
+                    Ok(c) if wanted.remove(c.payload.id.as_str()) => {
+                        if wants(&self.fed.config.own_subscribe, &c.payload) {
+                            got.push(c);
                         } else {
                             moved.rejected += 1;
                         }
@@ -358,7 +358,7 @@ impl Run<'_> {
 
     /// Store fetched payloads together (they share the writer's batches);
     /// returns (newly stored, refused).
-    async fn store_fetched(&self, got: Vec<Payload>) -> (u64, u64) {
+    async fn store_fetched(&self, got: Vec<Checked>) -> (u64, u64) {
         let source = Source::Peer {
             node: &self.target.node,
             hops: 1,

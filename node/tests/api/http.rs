@@ -33,6 +33,48 @@ async fn publishing_answers_201_then_200_for_a_duplicate() {
 }
 
 #[tokio::test]
+async fn a_held_id_with_another_signature_is_a_duplicate_and_changes_nothing() {
+    let app = spawn_app().await;
+    let p = signed(&NodeKey::generate(), 1, None, "general", "hi");
+    // The same id with another (invalid) signature, before the node holds it:
+    // refused for its signature.
+    let mut forged = p.clone();
+    let flip = if forged.sig.starts_with('0') {
+        "1"
+    } else {
+        "0"
+    };
+    forged.sig.replace_range(0..1, flip);
+    let (status, body) = app.post_raw(forged.to_json()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("invalid_signature"))
+    );
+    let (status, first) = app.publish(&p).await;
+    assert_eq!(status, 201);
+    // Held now: the copy is answered as what it is, a duplicate of the held
+    // payload (its signature is not checked again, docs/protocol-notes.md),
+    // with the held payload's receipt; the stored payload keeps its own.
+    let (status, again) = app.post_raw(forged.to_json()).await;
+    assert_eq!(
+        (status, &again["duplicate"]),
+        (200, &json!(true)),
+        "{again}"
+    );
+    assert_eq!(again["receipt"], first["receipt"]);
+    let (_, got) = app.get_json(&format!("/v1/payloads/{}", p.id)).await;
+    assert_eq!(got["sig"], json!(p.sig));
+    // A changed field changes the id: that copy is checked in full.
+    let mut other = forged.clone();
+    other.content = "hi!".into();
+    let (status, body) = app.post_raw(other.to_json()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("invalid_id"))
+    );
+}
+
+#[tokio::test]
 async fn every_valid_vector_is_accepted_and_served_back_unchanged() {
     let app = spawn_app().await;
     for case in vectors("payloads.json")["valid"].as_array().unwrap() {
