@@ -29,6 +29,17 @@ fn header_bytes(headers: &HeaderMap) -> usize {
         .sum()
 }
 
+/// The answer to a signed POST.
+#[derive(Debug)]
+pub struct Posted {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// HTTP bytes of the request and this answer, headers included.
+    pub wire_bytes: usize,
+    /// The answer's `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{0}")]
@@ -238,7 +249,7 @@ impl Outbound {
         url: &str,
         body: Vec<u8>,
         now: i64,
-    ) -> Result<(u16, Vec<u8>, usize), FetchError> {
+    ) -> Result<Posted, FetchError> {
         let parsed = self.check_url(url)?;
         let mut headers = HeaderMap::new();
         headers.insert("content-type", "application/json".parse().expect("static"));
@@ -265,9 +276,20 @@ impl Outbound {
             .await?;
         let status = resp.status().as_u16();
         let answer_head = "HTTP/1.1 200 OK\r\n\r\n".len() + header_bytes(resp.headers());
-        let answer = read_capped(resp, MAX_ANSWER_BYTES).await?;
-        let wire = sent + answer_head + answer.len();
-        Ok((status, answer, wire))
+        // Delay-seconds only (RFC 9110 10.2.3); an HTTP date is not honoured.
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = read_capped(resp, MAX_ANSWER_BYTES).await?;
+        let wire_bytes = sent + answer_head + body.len();
+        Ok(Posted {
+            status,
+            body,
+            wire_bytes,
+            retry_after,
+        })
     }
 
     /// GET `url` (checked like every peer URL) within the client's

@@ -274,7 +274,7 @@ impl Federation {
         let sent = self.leased(peer, self.send(&inbox, &plan.batches)).await;
         self.metrics.forwarded("sent", sent.new, sent.duplicate);
         self.judge_link(&info, sent.new, sent.duplicate).await;
-        self.record(&info, &plan.batches, sent.failed, now, failures)
+        self.record_sent(&info, &plan.batches, sent, now, failures)
             .await
     }
 
@@ -309,6 +309,8 @@ impl Federation {
         }))
         .await;
         let mut sent = Sent::default();
+        let mut other_failure = false;
+        let mut wait = Duration::ZERO;
         sent.failed = results
             .into_iter()
             .enumerate()
@@ -321,18 +323,67 @@ impl Federation {
                     }
                     None
                 }
-                Ok(answer) => Some((
-                    i,
-                    format!(
-                        "HTTP {}: {}",
-                        answer.status,
-                        answer.excerpt(crate::MAX_ERROR_TEXT)
-                    ),
-                )),
-                Err(e) => Some((i, cut(&e.to_string(), crate::MAX_ERROR_TEXT))),
+                Ok(answer) => {
+                    if answer.status == 429 {
+                        wait =
+                            wait.max(Duration::from_secs(answer.retry_after.unwrap_or(1).max(1)));
+                    } else {
+                        other_failure = true;
+                    }
+                    Some((
+                        i,
+                        format!(
+                            "HTTP {}: {}",
+                            answer.status,
+                            answer.excerpt(crate::MAX_ERROR_TEXT)
+                        ),
+                    ))
+                }
+                Err(e) => {
+                    other_failure = true;
+                    Some((i, cut(&e.to_string(), crate::MAX_ERROR_TEXT)))
+                }
             })
             .collect();
+        if !sent.failed.is_empty() && !other_failure {
+            sent.throttled = Some(wait);
+        }
         sent
+    }
+
+    /// Write what came of sending `batches`. A peer that only said "slow
+    /// down" (429) is no failure: its items wait its `Retry-After` (at most
+    /// `retry_max_secs`) and go again, its health and the backoff untouched.
+    pub(crate) async fn record_sent(
+        &self,
+        info: &meshrelay_store::Peer,
+        batches: &[Vec<OutboxItem>],
+        sent: Sent,
+        now: i64,
+        failures: &mut u32,
+    ) -> Result<Next, meshrelay_store::Error> {
+        let Some(wait) = sent.throttled else {
+            return self.record(info, batches, sent.failed, now, failures).await;
+        };
+        let wait = wait.min(Duration::from_secs(self.config.retry_max_secs.max(1)));
+        let throttled: Vec<usize> = sent.failed.iter().map(|(i, _)| *i).collect();
+        let (retry, delivered): (Vec<_>, Vec<_>) = batches
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.iter().map(move |item| (i, item.item_id)))
+            .partition(|(i, _)| throttled.contains(i));
+        let ids = |v: Vec<(usize, i64)>| v.into_iter().map(|(_, id)| id).collect::<Vec<_>>();
+        let delivered = ids(delivered);
+        self.store.delete_items(&delivered).await?;
+        self.delivered
+            .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let why = &sent.failed[0].1;
+        self.store
+            .defer_items(&ids(retry), now + wait.as_millis() as i64, why, false)
+            .await?;
+        self.metrics.throttled.inc();
+        tracing::debug!(peer = %info.node, retry_in = ?wait, "peer asked to slow down");
+        Ok(Next::Backoff(wait))
     }
 
     /// Write what came of an attempt: delivered items leave the outbox, the
@@ -464,6 +515,9 @@ pub fn plan_batches(due: Vec<OutboxItem>, pipeline: usize) -> BatchPlan {
 pub(crate) struct Sent {
     /// The batches that failed, and why.
     pub failed: Vec<(usize, String)>,
+    /// Some when every failure was the peer's 429: the longest `Retry-After`
+    /// among them (1 s when it gave none).
+    pub throttled: Option<Duration>,
     /// Items the peer's answers counted as stored, and as already held.
     pub new: u64,
     pub duplicate: u64,

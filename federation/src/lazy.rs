@@ -238,7 +238,7 @@ impl Federation {
             .leased(&info.node, self.send(inbox, &plan.batches))
             .await;
         self.metrics.forwarded("sent", sent.new, sent.duplicate);
-        self.record(info, &plan.batches, sent.failed, now, failures)
+        self.record_sent(info, &plan.batches, sent, now, failures)
             .await
     }
 }

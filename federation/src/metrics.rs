@@ -61,6 +61,9 @@ pub struct SyncMetrics {
     pub forwarding_bytes: Family<KindLabels, Counter>,
     /// 1 while this node forwards to the peer lazily (offers), else 0.
     pub peer_lazy: Family<PeerLabels, Gauge>,
+    /// Inbox deliveries a peer answered 429 alone: deferred by its
+    /// `Retry-After`, not counted as failures.
+    pub throttled: Counter,
     /// Negentropy round trips per peer.
     pub sync_rounds: Family<SyncLabels, Counter>,
     /// Request and answer bytes of sync rounds per peer.
@@ -132,6 +135,11 @@ impl SyncMetrics {
 
     /// Add these series to the node's registry (prefixed `meshrelay_`).
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "forwarding_throttled",
+            "Inbox deliveries that peers answered only with 429: deferred by their Retry-After, not counted as failures",
+            self.throttled.clone(),
+        );
         registry.register(
             "forwarded_items",
             "Inbox items forwarded (sync pushes excluded), by direction and whether the receiver already held them",

@@ -79,6 +79,8 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// HTTP bytes of the request and this answer, headers included.
     pub wire_bytes: usize,
+    /// The answer's `Retry-After` in seconds (a 429's).
+    pub retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -193,11 +195,12 @@ impl PeerClient {
 
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<Answer, FetchError> {
         let now = meshrelay_protocol::clock::now_secs();
-        let (status, body, wire_bytes) = self.outbound.post_signed(url, body, now).await?;
+        let p = self.outbound.post_signed(url, body, now).await?;
         Ok(Answer {
-            status,
-            body,
-            wire_bytes,
+            status: p.status,
+            body: p.body,
+            wire_bytes: p.wire_bytes,
+            retry_after: p.retry_after,
         })
     }
 }
@@ -252,6 +255,7 @@ mod tests {
             status: 500,
             body: "é".repeat(2000).into_bytes(),
             wire_bytes: 0,
+            retry_after: None,
         };
         let e = a.excerpt(1024);
         assert_eq!(e.chars().count(), 1025);

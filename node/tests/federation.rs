@@ -414,6 +414,51 @@ async fn undeliverable_items_become_dead_letters_after_the_delivery_age() {
     assert!(a.wait().await.success());
 }
 
+#[tokio::test]
+async fn a_peer_that_answers_429_is_sent_again_after_its_retry_after_not_a_backoff() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // B takes one inbox request a second from a peer; A's backoff after a
+    // failure would be 60 s.
+    let b = Node::start(db.path(), &vars(&[("MESHRELAY_INBOX_RATE", "1")])).await;
+    let a = Node::start(
+        da.path(),
+        &[
+            ("MESHRELAY_ALLOW_PRIVATE_PEERS", "true"),
+            ("MESHRELAY_RETRY_MIN_SECS", "60"),
+            ("MESHRELAY_RETRY_MAX_SECS", "120"),
+            ("MESHRELAY_PUBLISH_RATE", "0"),
+            ("MESHRELAY_SEED_PEERS", &b.base),
+        ],
+    )
+    .await;
+    eventually("A to join B", 20, async || peer_count(&a).await == 1).await;
+    // Four inbox requests' worth at once: A sends them together, B takes
+    // one and answers the others 429 with Retry-After.
+    let key = NodeKey::generate();
+    let client = reqwest::Client::new();
+    for seq in 1..=400 {
+        publish_one(&client, &a, &post(&key, seq, "throttled", "x")).await;
+    }
+    eventually(
+        "B to hold all 400 well within A's backoff",
+        30,
+        async || stored_in(&b, "throttled").await == 400,
+    )
+    .await;
+    assert!(
+        metric(&a, "meshrelay_forwarding_throttled_total").await >= 1,
+        "B answered 429 at least once"
+    );
+    let a_store = store_of(da.path()).await;
+    let peer = a_store.peers().await.unwrap().remove(0);
+    assert_eq!(peer.delivery_failures, 0, "a 429 is no failure: {peer:?}");
+    a_store.close().await;
+    for n in [a, b] {
+        n.signal("-TERM");
+        assert!(n.wait().await.success());
+    }
+}
+
 /// Pending outbox items of the node whose data directory is `dir`.
 async fn pending_outbox(dir: &std::path::Path) -> i64 {
     let url = format!("sqlite://{}", dir.join("data/meshrelay.db").display());

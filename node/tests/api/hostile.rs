@@ -227,11 +227,14 @@ async fn announce(app: &TestApp, key: &Arc<NodeKey>, url: &str) -> (u16, Value) 
     let out = Outbound::new(key.clone(), true);
     let body = json!({ "url": url }).to_string().into_bytes();
     let target = format!("{}/v1/federation/announce", app.base);
-    let (status, body, _) = out
+    let answer = out
         .post_signed(&target, body, meshrelay_protocol::clock::now_secs())
         .await
         .unwrap();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    (
+        answer.status,
+        serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]
