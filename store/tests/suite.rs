@@ -51,6 +51,7 @@ on_both_backends!(
     prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace,
     peers_are_pinned_by_key_and_url_and_keep_their_health,
     forwards_are_queued_with_the_payload_and_retried_until_dead,
+    due_items_come_earliest_due_first,
     sync_items_cover_a_window_and_a_filter_visible_ones_only,
     the_audit_log_pages_newest_first,
     samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_state,
@@ -827,6 +828,58 @@ async fn peers_are_pinned_by_key_and_url_and_keep_their_health(store: &Store) {
     assert_eq!(store.peers().await.unwrap()[0].status, PeerStatus::Blocked);
     assert!(store.delete_peer(&a).await.unwrap());
     assert!(store.peers().await.unwrap().is_empty());
+}
+
+async fn due_items_come_earliest_due_first(store: &Store) {
+    let w = writer(store);
+    let key = NodeKey::generate();
+    let peer = "dd".repeat(32);
+    let mut items = Vec::new();
+    for seq in 1..=3 {
+        let p = payload(&key, seq, 10 + seq, "general", vec![]);
+        w.write_and_forward(
+            Arc::new(p.clone()),
+            p.to_json().into(),
+            None,
+            1,
+            vec![(peer.clone(), 1)],
+        )
+        .await
+        .unwrap();
+        items.push(
+            store
+                .due_items(&peer, i64::MAX, 100)
+                .await
+                .unwrap()
+                .last()
+                .unwrap()
+                .item_id,
+        );
+    }
+    // The oldest item waits out a backoff: the two that fell due before it
+    // go first, and a limit takes the earliest due.
+    store
+        .defer_items(&items[..1], i64::MAX / 2, "timeout", false)
+        .await
+        .unwrap();
+    let due: Vec<i64> = store
+        .due_items(&peer, i64::MAX, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.item_id)
+        .collect();
+    assert_eq!(due, vec![items[1], items[2], items[0]]);
+    let first = store.due_items(&peer, i64::MAX, 1).await.unwrap();
+    assert_eq!(first[0].item_id, items[1]);
+    assert_eq!(
+        store
+            .due_items(&peer, i64::MAX / 4, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn forwards_are_queued_with_the_payload_and_retried_until_dead(store: &Store) {
