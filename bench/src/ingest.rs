@@ -36,6 +36,11 @@ pub struct Args {
     /// Serve TLS (a self-signed certificate made for the run) and publish over WSS.
     #[arg(long)]
     tls: bool,
+    /// Measure payloads the node already holds: each run's payloads are
+    /// published once unmeasured, then again, measured (every answer a
+    /// duplicate), as a mesh node receives copies from its other peers.
+    #[arg(long)]
+    duplicates: bool,
 }
 
 /// A self-signed certificate for 127.0.0.1 in `dir`, the node's variables
@@ -199,6 +204,9 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
     let mut cpu_us = Vec::new();
     for run in 1..=runs.max(1) {
         let frames = presign(args.publishers, args.per_publisher, args.content_bytes, run);
+        if args.duplicates {
+            one_run(&node, frames.clone(), args.window, &tls).await?;
+        }
         let cpu0 = node.cpu_secs().unwrap_or(0.0);
         let r = one_run(&node, frames, args.window, &tls).await?;
         let cpu = node.cpu_secs().unwrap_or(0.0) - cpu0;
@@ -228,6 +236,7 @@ pub async fn run(bin: &Path, runs: usize, args: Args) -> anyhow::Result<()> {
         "p50_ms": spread(&p50),
         "p99_ms": spread(&p99),
         "transport": if args.tls { "wss" } else { "ws" },
+        "duplicates": args.duplicates,
         "node_cpu_us_per_payload": spread(&cpu_us),
         "node_rss_kib_after": rss,
     });
