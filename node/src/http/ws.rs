@@ -159,10 +159,13 @@ async fn write_loop(
     tokio::pin!(killed, stopping);
     let mut burst = Vec::new();
     let ending = loop {
+        // Biased, the queue first: a wake with frames queued polls neither
+        // cancellation (each poll takes its token's lock). A killed
+        // connection's writer stops once it waits, on an empty queue here or
+        // on a client that does not read in the write below: a reading
+        // client gets at most the queue's bound (`ws_queue_bytes`) first.
         tokio::select! {
             biased;
-            _ = &mut stopping => break Some(close(1001, "server shutting down")),
-            _ = &mut killed => break None,
             // Write what is queued already, then flush once: one syscall
             // for a burst of frames instead of one per frame.
             n = rx.recv_many(&mut burst, 64) => {
@@ -181,6 +184,7 @@ async fn write_loop(
                     sink.flush().await
                 };
                 let written = tokio::select! {
+                    biased;
                     r = write => r.is_ok(),
                     _ = &mut killed => break None,
                     _ = &mut stopping => break Some(close(1001, "server shutting down")),
@@ -194,6 +198,8 @@ async fn write_loop(
                     burst = Vec::new();
                 }
             }
+            _ = &mut stopping => break Some(close(1001, "server shutting down")),
+            _ = &mut killed => break None,
         }
     };
     let ending = ending.or_else(|| {
