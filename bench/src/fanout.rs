@@ -115,6 +115,11 @@ async fn one_run(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         &[
             // Idle connections are cheap only if their queues are: one backfill of 0.
             ("MESHRELAY_MAX_SUBSCRIPTIONS", "4".to_string()),
+            // Room for every subscriber and the publisher.
+            (
+                "MESHRELAY_MAX_CONNECTIONS",
+                (args.subscribers + 16).max(10_000).to_string(),
+            ),
         ],
     )
     .await?;
