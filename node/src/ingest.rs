@@ -16,7 +16,7 @@ use meshrelay_store::WriteOutcome;
 
 use crate::hub::Fresh;
 use crate::metrics::IngestLabels;
-use crate::state::AppState;
+use crate::state::{AppState, Held};
 
 /// The node as federation's way to store peers' payloads, counted as `peer`.
 pub struct PeerIngest(pub AppState);
@@ -81,14 +81,17 @@ pub fn check(state: &AppState, text: &str) -> Result<Checked, ProtocolError> {
         Payload::from_json_unsigned(text, &state.settings.limits.payload, now, |hex| {
             decode_key_cached(state, hex)
         })?;
-    // A payload this node stored (and so verified) is answered as a duplicate
-    // without a second signature check: much of what a mesh sends a node is
-    // copies it holds (protocol-notes, "Duplicates").
-    if let Some(received_at) = state.seen.get(&payload.id) {
-        return Ok(Checked {
-            payload,
-            held: Some(received_at),
-        });
+    // A copy of a payload this node stored lately, with the very signature
+    // it verified then, is answered as a duplicate without verifying it
+    // again: much of what a mesh sends a node is such copies (protocol-notes,
+    // "Duplicates"). Any other signature is checked like a new payload's.
+    if let Some(held) = state.seen.get(&payload.id) {
+        if held.same_signature(&payload) {
+            return Ok(Checked {
+                payload,
+                held: Some(held.received_at),
+            });
+        }
     }
     payload.check_signature_by(&author)?;
     Ok(Checked {
@@ -139,7 +142,7 @@ pub async fn store_checked(
     source: Source<'_>,
 ) -> Result<Accepted, ProtocolError> {
     let Checked { payload, held } = checked;
-    if let Some(received_at) = held.or_else(|| state.seen.get(&payload.id)) {
+    if let Some(received_at) = held.or_else(|| state.seen.get(&payload.id).map(|h| h.received_at)) {
         return Ok(Accepted {
             id: payload.id,
             duplicate: true,
@@ -159,6 +162,8 @@ pub async fn store_checked(
         ),
     };
     let json: Arc<str> = payload.to_json().into();
+    // Verified by `check`: `seen` keeps it once stored or found held.
+    let sig = Held::of(&payload, None).sig;
     let payload = Arc::new(payload);
     let now = meshrelay_protocol::clock::now_secs();
     let outcome = state
@@ -176,7 +181,7 @@ pub async fn store_checked(
     match outcome {
         WriteOutcome::Stored { hidden } => {
             let received_at = Some(now as u64);
-            state.seen.insert(id.clone(), received_at);
+            state.seen.insert(id.clone(), Held { received_at, sig });
             if !hidden {
                 state.federation.wake(&forward);
                 let fresh = Arc::new(Fresh {
@@ -193,7 +198,7 @@ pub async fn store_checked(
         }
         WriteOutcome::Duplicate { received_at } => {
             let received_at = received_at.map(|t| t as u64);
-            state.seen.insert(id.clone(), received_at);
+            state.seen.insert(id.clone(), Held { received_at, sig });
             Ok(Accepted {
                 id,
                 duplicate: true,

@@ -11,6 +11,34 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
+/// What the node remembers of a payload it stored (or found held) lately.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    /// When this node first stored it (PROTOCOL.md 4.4).
+    pub received_at: Option<u64>,
+    /// The signature verified for it: a copy carrying these same bytes is
+    /// the same verified triple (author, id, signature) and needs no second
+    /// check; any other signature gets the full one.
+    pub sig: Option<[u8; 64]>,
+}
+
+impl Held {
+    pub fn of(payload: &meshrelay_protocol::Payload, received_at: Option<u64>) -> Self {
+        Self {
+            received_at,
+            sig: meshrelay_protocol::hexfmt::decode_fixed::<64>(&payload.sig, "sig").ok(),
+        }
+    }
+
+    /// Whether `payload` carries the signature verified for this id.
+    pub fn same_signature(&self, payload: &meshrelay_protocol::Payload) -> bool {
+        self.sig.is_some_and(|held| {
+            meshrelay_protocol::hexfmt::decode_fixed::<64>(&payload.sig, "sig")
+                .is_ok_and(|sig| sig == held)
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
@@ -21,9 +49,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Signs the node document; its public half identifies the node.
     pub node_key: Arc<NodeKey>,
-    /// Ids stored lately, so repeats skip the writer (they are still verified
-    /// first), with when each was first stored (for a receipt).
-    pub seen: moka::sync::Cache<String, Option<u64>>,
+    /// Ids stored lately, so repeats skip the writer, with when each was
+    /// first stored (for a receipt) and the signature verified for it.
+    pub seen: moka::sync::Cache<String, Held>,
     /// Author keys already decoded (a point decompression each), by hex.
     pub keys: moka::sync::Cache<String, meshrelay_protocol::PublicKey>,
     /// Cancelled on SIGTERM/SIGINT: WebSockets close with 1001, loops stop.

@@ -33,11 +33,9 @@ async fn publishing_answers_201_then_200_for_a_duplicate() {
 }
 
 #[tokio::test]
-async fn a_held_id_with_another_signature_is_a_duplicate_and_changes_nothing() {
+async fn a_held_id_with_another_signature_is_refused_for_it_and_changes_nothing() {
     let app = spawn_app().await;
     let p = signed(&NodeKey::generate(), 1, None, "general", "hi");
-    // The same id with another (invalid) signature, before the node holds it:
-    // refused for its signature.
     let mut forged = p.clone();
     let flip = if forged.sig.starts_with('0') {
         "1"
@@ -45,33 +43,45 @@ async fn a_held_id_with_another_signature_is_a_duplicate_and_changes_nothing() {
         "0"
     };
     forged.sig.replace_range(0..1, flip);
+    let refused = |status: u16, body: &Value| {
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (422, &json!("invalid_signature")),
+            "{body}"
+        );
+    };
     let (status, body) = app.post_raw(forged.to_json()).await;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (422, &json!("invalid_signature"))
-    );
+    refused(status, &body);
     let (status, first) = app.publish(&p).await;
     assert_eq!(status, 201);
-    // Held now: the copy is answered as what it is, a duplicate of the held
-    // payload (its signature is not checked again, docs/protocol-notes.md),
-    // with the held payload's receipt; the stored payload keeps its own.
-    let (status, again) = app.post_raw(forged.to_json()).await;
-    assert_eq!(
-        (status, &again["duplicate"]),
-        (200, &json!(true)),
-        "{again}"
-    );
-    assert_eq!(again["receipt"], first["receipt"]);
+    // Held now (and in the node's cache of recent ids): a copy with the
+    // verified signature is a duplicate, one with any other signature is
+    // still checked, and refused (PROTOCOL.md 2.1; the `wrong-signature`
+    // vector shares its id with a valid one).
+    let (status, again) = app.publish(&p).await;
+    assert_eq!((status, &again["receipt"]), (200, &first["receipt"]));
+    let (status, body) = app.post_raw(forged.to_json()).await;
+    refused(status, &body);
     let (_, got) = app.get_json(&format!("/v1/payloads/{}", p.id)).await;
     assert_eq!(got["sig"], json!(p.sig));
-    // A changed field changes the id: that copy is checked in full.
-    let mut other = forged.clone();
-    other.content = "hi!".into();
-    let (status, body) = app.post_raw(other.to_json()).await;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (422, &json!("invalid_id"))
-    );
+}
+
+#[tokio::test]
+async fn every_invalid_vector_is_refused_with_its_code_even_when_its_valid_twin_is_held() {
+    let app = spawn_app().await;
+    for case in vectors("payloads.json")["valid"].as_array().unwrap() {
+        let (status, _) = app.post_raw(case["payload"].to_string()).await;
+        assert_eq!(status, 201, "{}", case["name"]);
+    }
+    for case in vectors("payloads.json")["invalid"].as_array().unwrap() {
+        let (status, body) = app.post_raw(case["payload"].to_string()).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (422, &case["code"]),
+            "{}: {body}",
+            case["name"]
+        );
+    }
 }
 
 #[tokio::test]
