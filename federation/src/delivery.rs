@@ -353,7 +353,8 @@ impl Federation {
 
     /// Write what came of sending `batches`. A peer that only said "slow
     /// down" (429) is no failure: its items wait its `Retry-After` (at most
-    /// `retry_max_secs`) and go again, its health and the backoff untouched.
+    /// `retry_max_secs`) and go again, its health and the backoff untouched;
+    /// those past `max_delivery_age_secs` become dead letters as always.
     pub(crate) async fn record_sent(
         &self,
         info: &meshrelay_store::Peer,
@@ -367,23 +368,61 @@ impl Federation {
         };
         let wait = wait.min(Duration::from_secs(self.config.retry_max_secs.max(1)));
         let throttled: Vec<usize> = sent.failed.iter().map(|(i, _)| *i).collect();
-        let (retry, delivered): (Vec<_>, Vec<_>) = batches
+        let (refused, delivered): (Vec<_>, Vec<_>) = batches
             .iter()
             .enumerate()
-            .flat_map(|(i, b)| b.iter().map(move |item| (i, item.item_id)))
+            .flat_map(|(i, b)| b.iter().map(move |item| (i, item)))
             .partition(|(i, _)| throttled.contains(i));
-        let ids = |v: Vec<(usize, i64)>| v.into_iter().map(|(_, id)| id).collect::<Vec<_>>();
-        let delivered = ids(delivered);
+        let delivered: Vec<i64> = delivered.iter().map(|(_, item)| item.item_id).collect();
         self.store.delete_items(&delivered).await?;
         self.delivered
             .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if !delivered.is_empty() {
+            self.delivered_ok(info, failures).await?;
+        }
+        let max_age_ms = self.config.max_delivery_age_secs as i64 * 1000;
+        let (dead, retry): (Vec<i64>, Vec<i64>) = {
+            let (d, r): (Vec<_>, Vec<_>) = refused
+                .iter()
+                .partition(|(_, item)| now - item.enqueued_at >= max_age_ms);
+            let ids =
+                |v: Vec<&(usize, &OutboxItem)>| v.iter().map(|(_, item)| item.item_id).collect();
+            (ids(d), ids(r))
+        };
         let why = &sent.failed[0].1;
+        self.store.defer_items(&dead, now, why, true).await?;
         self.store
-            .defer_items(&ids(retry), now + wait.as_millis() as i64, why, false)
+            .defer_items(&retry, now + wait.as_millis() as i64, why, false)
             .await?;
         self.metrics.throttled.inc();
         tracing::debug!(peer = %info.node, retry_in = ?wait, "peer asked to slow down");
         Ok(Next::Backoff(wait))
+    }
+
+    /// An attempt delivered something: the peer's health says so (written
+    /// when it changes, or every 10 s), an `unreachable` peer is active
+    /// again, and the failure count starts over.
+    async fn delivered_ok(
+        &self,
+        info: &meshrelay_store::Peer,
+        failures: &mut u32,
+    ) -> Result<(), meshrelay_store::Error> {
+        let peer = info.node.as_str();
+        // Not per batch: on SQLite each write waits for the payload writer's lock.
+        if info.delivery_failures > 0 || info.last_delivery.is_none_or(|t| now_secs() - t >= 10) {
+            self.store.record_delivery(peer, true, now_secs()).await?;
+        }
+        // A swap, not a set: an operator's block made meanwhile stays.
+        if info.status == PeerStatus::Unreachable
+            && self
+                .store
+                .swap_peer_status(peer, PeerStatus::Unreachable, PeerStatus::Active)
+                .await?
+        {
+            tracing::info!(%peer, "peer reachable again");
+        }
+        *failures = 0;
+        Ok(())
     }
 
     /// Write what came of an attempt: delivered items leave the outbox, the
@@ -408,22 +447,7 @@ impl Federation {
         self.delivered
             .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let Some((_, why)) = failed.last() else {
-            // Health is written when it changes (or every 10 s), not per batch:
-            // on SQLite each write waits for the payload writer's lock.
-            if info.delivery_failures > 0 || info.last_delivery.is_none_or(|t| now_secs() - t >= 10)
-            {
-                self.store.record_delivery(peer, true, now_secs()).await?;
-            }
-            // A swap, not a set: an operator's block made meanwhile stays.
-            if info.status == PeerStatus::Unreachable
-                && self
-                    .store
-                    .swap_peer_status(peer, PeerStatus::Unreachable, PeerStatus::Active)
-                    .await?
-            {
-                tracing::info!(%peer, "peer reachable again");
-            }
-            *failures = 0;
+            self.delivered_ok(info, failures).await?;
             return Ok(Next::More);
         };
         *failures += 1;

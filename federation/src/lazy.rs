@@ -6,12 +6,14 @@
 //! the inbox; the outbox row stays until the offer is answered and the
 //! wanted payload delivered, so an offer is as durable as a forward.
 
+use std::time::Duration;
+
 use meshrelay_protocol::hexfmt::is_hex32;
 use meshrelay_protocol::ErrorCode;
 use meshrelay_store::{Forwarding, OutboxItem, Peer};
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::{Next, PIPELINE};
+use crate::delivery::{Next, Sent, PIPELINE};
 use crate::inbound::Refused;
 use crate::{plan_batches, Federation};
 
@@ -195,7 +197,17 @@ impl Federation {
             }
             Ok(a) => {
                 self.metrics.bytes("ihave", a.wire_bytes);
-                format!("HTTP {}: {}", a.status, a.excerpt(crate::MAX_ERROR_TEXT))
+                let why = format!("HTTP {}: {}", a.status, a.excerpt(crate::MAX_ERROR_TEXT));
+                if a.status == 429 {
+                    // Over the peer's inbox_rate: wait as it says, as for a push.
+                    let sent = Sent {
+                        failed: vec![(0, why)],
+                        throttled: Some(Duration::from_secs(a.retry_after.unwrap_or(1).max(1))),
+                        ..Default::default()
+                    };
+                    return self.record_sent(info, &[due], sent, now, failures).await;
+                }
+                why
             }
             Err(e) => crate::delivery::cut(&e.to_string(), crate::MAX_ERROR_TEXT),
         };
