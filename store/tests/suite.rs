@@ -51,7 +51,7 @@ on_both_backends!(
     prune_drops_expired_payloads_and_purges_hidden_ones_after_their_grace,
     peers_are_pinned_by_key_and_url_and_keep_their_health,
     forwards_are_queued_with_the_payload_and_retried_until_dead,
-    due_items_come_earliest_due_first,
+    due_items_come_in_queue_order,
     sync_items_cover_a_window_and_a_filter_visible_ones_only,
     the_audit_log_pages_newest_first,
     samples_are_kept_for_their_window_and_outbox_depth_is_per_peer_and_state,
@@ -830,7 +830,7 @@ async fn peers_are_pinned_by_key_and_url_and_keep_their_health(store: &Store) {
     assert!(store.peers().await.unwrap().is_empty());
 }
 
-async fn due_items_come_earliest_due_first(store: &Store) {
+async fn due_items_come_in_queue_order(store: &Store) {
     let w = writer(store);
     let key = NodeKey::generate();
     let peer = "dd".repeat(32);
@@ -856,29 +856,28 @@ async fn due_items_come_earliest_due_first(store: &Store) {
                 .item_id,
         );
     }
-    // The oldest item waits out a backoff: the two that fell due before it
-    // go first, and a limit takes the earliest due.
+    // The oldest item waits out a backoff: while it waits, the two younger
+    // ones go; once it is due again it goes first, ahead of what was queued
+    // while it waited (a community's authority stays ahead of the posts it
+    // authorizes).
+    let later = i64::MAX / 2;
     store
-        .defer_items(&items[..1], i64::MAX / 2, "timeout", false)
+        .defer_items(&items[..1], later, "timeout", false)
         .await
         .unwrap();
-    let due: Vec<i64> = store
-        .due_items(&peer, i64::MAX, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.item_id)
-        .collect();
-    assert_eq!(due, vec![items[1], items[2], items[0]]);
-    let first = store.due_items(&peer, i64::MAX, 1).await.unwrap();
-    assert_eq!(first[0].item_id, items[1]);
+    let ids =
+        |due: Vec<meshrelay_store::OutboxItem>| due.iter().map(|i| i.item_id).collect::<Vec<_>>();
     assert_eq!(
-        store
-            .due_items(&peer, i64::MAX / 4, 100)
-            .await
-            .unwrap()
-            .len(),
-        2
+        ids(store.due_items(&peer, later - 1, 100).await.unwrap()),
+        vec![items[1], items[2]]
+    );
+    assert_eq!(
+        ids(store.due_items(&peer, later, 100).await.unwrap()),
+        items
+    );
+    assert_eq!(
+        ids(store.due_items(&peer, later, 1).await.unwrap()),
+        vec![items[0]]
     );
 }
 
