@@ -5,7 +5,7 @@
 //! connection as a slow consumer instead of being held.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -62,6 +62,8 @@ pub struct Conn {
     pending_bound: usize,
     /// Bytes of frames queued and not yet written.
     queued: AtomicUsize,
+    /// Set by `close`: no frame is queued after it.
+    closed: AtomicBool,
     /// `ws_queue_bytes`.
     max_queued: usize,
 }
@@ -72,6 +74,7 @@ impl Conn {
     }
 
     fn close(&self, reason: CloseReason, metrics: &Metrics) {
+        self.closed.store(true, Ordering::Release);
         let mut r = self.close_reason.lock().expect("lock");
         if r.is_none() {
             *r = Some(reason);
@@ -87,6 +90,9 @@ impl Conn {
     /// A frame sent to many connections is one shared buffer: cloning
     /// `Utf8Bytes` copies no text.
     pub fn offer(&self, text: impl Into<Utf8Bytes>, metrics: &Metrics) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
         let text = text.into();
         let len = frame_cost(text.len());
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
@@ -189,6 +195,7 @@ impl Hub {
             close_reason: Mutex::new(None),
             pending_bound,
             queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             max_queued,
         });
         self.conns.write().expect("lock").insert(id, conn.clone());
@@ -251,12 +258,14 @@ impl Hub {
     /// Deliver a newly stored, visible payload to every matching subscription, once each.
     ///
     /// The frame is built once per distinct subscription id (most clients
-    /// name theirs alike) and shared by every connection it goes to; the
-    /// connection table is walked under its read lock, not copied.
+    /// name theirs alike) and shared by every connection it goes to. The
+    /// connection table is copied (a pointer per connection) rather than
+    /// walked under its lock: a connect or disconnect during a fan-out to
+    /// thousands would wait for the whole walk, blocking its worker thread.
     pub fn publish(&self, fresh: &Arc<Fresh>) {
         let mut frames = Frames::new(&fresh.json);
-        let conns = self.conns.read().expect("lock");
-        for conn in conns.values() {
+        let conns: Vec<Arc<Conn>> = self.conns.read().expect("lock").values().cloned().collect();
+        for conn in conns {
             let mut subs = conn.subs.lock().expect("lock");
             for (sub_id, sub) in subs.iter_mut() {
                 if !any_matches(&sub.filters, &fresh.payload) {

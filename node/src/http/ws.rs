@@ -160,10 +160,11 @@ async fn write_loop(
     let mut burst = Vec::new();
     let ending = loop {
         // Biased, the queue first: a wake with frames queued polls neither
-        // cancellation (each poll takes its token's lock). A killed
-        // connection's writer stops once it waits, on an empty queue here or
-        // on a client that does not read in the write below: a reading
-        // client gets at most the queue's bound (`ws_queue_bytes`) first.
+        // cancellation (each poll takes its token's lock). A closed
+        // connection takes no more frames (`Conn::offer`), so its writer
+        // stops once it waits, on the empty queue here or on a client that
+        // does not read in the write below; a reading client first gets what
+        // was queued, at most `ws_queue_bytes`.
         tokio::select! {
             biased;
             // Write what is queued already, then flush once: one syscall
@@ -186,8 +187,10 @@ async fn write_loop(
                 let written = tokio::select! {
                     biased;
                     r = write => r.is_ok(),
-                    _ = &mut killed => break None,
+                    // Shutdown first: at shutdown the reader kills its
+                    // connection too, and the client is owed its 1001.
                     _ = &mut stopping => break Some(close(1001, "server shutting down")),
+                    _ = &mut killed => break None,
                 };
                 if !written {
                     return;
@@ -203,10 +206,16 @@ async fn write_loop(
         }
     };
     let ending = ending.or_else(|| {
-        conn.close_reason().map(|reason| match reason {
-            CloseReason::SlowConsumer => close(1008, "slow consumer"),
-            CloseReason::Idle => close(1001, "idle"),
-        })
+        conn.close_reason()
+            .map(|reason| match reason {
+                CloseReason::SlowConsumer => close(1008, "slow consumer"),
+                CloseReason::Idle => close(1001, "idle"),
+            })
+            .or_else(|| {
+                shutdown
+                    .is_cancelled()
+                    .then(|| close(1001, "server shutting down"))
+            })
     });
     if let Some(frame) = ending {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(frame)).await;
