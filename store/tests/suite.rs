@@ -293,6 +293,22 @@ fn writer(store: &Store) -> Writer {
     Writer::spawn(store.clone(), WriterConfig::default()).0
 }
 
+/// Store posts 1..=n by `key`, each queued for `peer` with hops 1.
+async fn queue_posts(w: &Writer, key: &NodeKey, peer: &str, n: u64) {
+    for seq in 1..=n {
+        let p = payload(key, seq, 10 + seq, "general", vec![]);
+        w.write_and_forward(
+            Arc::new(p.clone()),
+            p.to_json().into(),
+            None,
+            1,
+            vec![(peer.to_string(), 1)],
+        )
+        .await
+        .unwrap();
+    }
+}
+
 fn ids(rows: &[meshrelay_store::StoredRow]) -> Vec<String> {
     rows.iter().map(|r| r.id.clone()).collect()
 }
@@ -834,28 +850,11 @@ async fn due_items_come_in_queue_order(store: &Store) {
     let w = writer(store);
     let key = NodeKey::generate();
     let peer = "dd".repeat(32);
-    let mut items = Vec::new();
-    for seq in 1..=3 {
-        let p = payload(&key, seq, 10 + seq, "general", vec![]);
-        w.write_and_forward(
-            Arc::new(p.clone()),
-            p.to_json().into(),
-            None,
-            1,
-            vec![(peer.clone(), 1)],
-        )
-        .await
-        .unwrap();
-        items.push(
-            store
-                .due_items(&peer, i64::MAX, 100)
-                .await
-                .unwrap()
-                .last()
-                .unwrap()
-                .item_id,
-        );
-    }
+    queue_posts(&w, &key, &peer, 3).await;
+    let ids =
+        |due: Vec<meshrelay_store::OutboxItem>| due.iter().map(|i| i.item_id).collect::<Vec<_>>();
+    let items = ids(store.due_items(&peer, i64::MAX, 100).await.unwrap());
+    assert_eq!(items.len(), 3);
     // The oldest item waits out a backoff: while it waits, the two younger
     // ones go; once it is due again it goes first, ahead of what was queued
     // while it waited (a community's authority stays ahead of the posts it
@@ -865,8 +864,6 @@ async fn due_items_come_in_queue_order(store: &Store) {
         .defer_items(&items[..1], later, "timeout", false)
         .await
         .unwrap();
-    let ids =
-        |due: Vec<meshrelay_store::OutboxItem>| due.iter().map(|i| i.item_id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.due_items(&peer, later - 1, 100).await.unwrap()),
         vec![items[1], items[2]]
@@ -1201,18 +1198,7 @@ async fn a_links_forwarding_and_offer_support_are_kept_and_a_returning_peer_is_d
 
     let w = writer(store);
     let key = NodeKey::generate();
-    for seq in 1..=3 {
-        let p = payload(&key, seq, 10 + seq, "general", vec![]);
-        w.write_and_forward(
-            Arc::new(p.clone()),
-            p.to_json().into(),
-            None,
-            1,
-            vec![(peer.clone(), 1)],
-        )
-        .await
-        .unwrap();
-    }
+    queue_posts(&w, &key, &peer, 3).await;
     let due = store.due_items(&peer, i64::MAX, 100).await.unwrap();
     let ids: Vec<i64> = due.iter().map(|i| i.item_id).collect();
     let now = meshrelay_protocol::clock::now_ms() + 1_000;
