@@ -13,7 +13,8 @@ use meshrelay_protocol::ErrorCode;
 use meshrelay_store::{Forwarding, OutboxItem, Peer};
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::{Next, Sent, PIPELINE};
+use crate::attempt::Sent;
+use crate::delivery::{Next, PIPELINE};
 use crate::inbound::Refused;
 use crate::{plan_batches, Federation};
 
@@ -209,7 +210,7 @@ impl Federation {
                 }
                 why
             }
-            Err(e) => crate::delivery::cut(&e.to_string(), crate::MAX_ERROR_TEXT),
+            Err(e) => crate::attempt::cut(&e.to_string(), crate::MAX_ERROR_TEXT),
         };
         self.record(info, &[due], vec![(0, why)], now, failures)
             .await

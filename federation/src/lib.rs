@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod attempt;
 pub mod client;
 mod delivery;
 /// RFC 9421 signatures (PROTOCOL.md 6), from their own crate, which clients share.
