@@ -402,7 +402,11 @@ fn pid_of(instance: &str) -> u32 {
 
 #[tokio::test]
 async fn an_outside_peer_gets_each_payload_once_from_either_process_and_survives_kill_9() {
-    let c = Cluster::start(&[]).await;
+    // Forwarding alone: the hourly sync (at :00 by the wall clock) would
+    // otherwise move payloads whenever a run straddles the hour, and the
+    // peer could hold everything after the kill before the lease moved.
+    let no_sync = ("MESHRELAY_SYNC_SCHEDULE", "0 0 0 1 1 * 2099");
+    let c = Cluster::start(&[no_sync]).await;
     // The outside peer: a node of its own (SQLite), joining through the balancer.
     let dp = tempfile::tempdir().unwrap();
     let peer_admin = format!("127.0.0.1:{}", free_port());
@@ -414,6 +418,7 @@ async fn an_outside_peer_gets_each_payload_once_from_either_process_and_survives
             ("MESHRELAY_ADMIN_LISTEN", peer_admin.as_str()),
             ("MESHRELAY_RETRY_MIN_SECS", "1"),
             ("MESHRELAY_RETRY_MAX_SECS", "2"),
+            no_sync,
         ],
     )
     .await;
