@@ -14,6 +14,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::OnceCell;
 
 use crate::httpsig;
+use crate::peer_client::Answer;
 
 use crate::limits::{MAX_ANSWER_BYTES, MAX_DOC_BYTES};
 
@@ -27,17 +28,6 @@ fn header_bytes(headers: &HeaderMap) -> usize {
         .iter()
         .map(|(k, v)| k.as_str().len() + 2 + v.len() + 2)
         .sum()
-}
-
-/// The answer to a signed POST.
-#[derive(Debug)]
-pub struct Posted {
-    pub status: u16,
-    pub body: Vec<u8>,
-    /// HTTP bytes of the request and this answer, headers included.
-    pub wire_bytes: usize,
-    /// The answer's `Retry-After`, in seconds.
-    pub retry_after: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +239,7 @@ impl Outbound {
         url: &str,
         body: Vec<u8>,
         now: i64,
-    ) -> Result<Posted, FetchError> {
+    ) -> Result<Answer, FetchError> {
         let parsed = self.check_url(url)?;
         let mut headers = HeaderMap::new();
         headers.insert("content-type", "application/json".parse().expect("static"));
@@ -284,7 +274,7 @@ impl Outbound {
             .and_then(|v| v.trim().parse::<u64>().ok());
         let body = read_capped(resp, MAX_ANSWER_BYTES).await?;
         let wire_bytes = sent + answer_head + body.len();
-        Ok(Posted {
+        Ok(Answer {
             status,
             body,
             wire_bytes,

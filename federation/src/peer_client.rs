@@ -71,8 +71,8 @@ impl InboxBody {
     }
 }
 
-/// A peer's answer: its status and body, for requests whose failures are
-/// reported rather than interpreted.
+/// A peer's answer to a signed POST: its status and body, for requests
+/// whose failures are reported rather than interpreted.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
@@ -195,13 +195,7 @@ impl PeerClient {
 
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<Answer, FetchError> {
         let now = meshrelay_protocol::clock::now_secs();
-        let p = self.outbound.post_signed(url, body, now).await?;
-        Ok(Answer {
-            status: p.status,
-            body: p.body,
-            wire_bytes: p.wire_bytes,
-            retry_after: p.retry_after,
-        })
+        self.outbound.post_signed(url, body, now).await
     }
 }
 
